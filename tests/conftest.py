@@ -1,0 +1,95 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Real MNIST for development and CI; a user's fresh clone has no ../shared, so tests using it skip.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Runs and downloads go to a temp dir, never into the repo's checkpoints/ or data/."""
+    monkeypatch.setenv("VISION_LAB_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("VISION_LAB_DATA", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def shared_mnist():
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip("../shared/data (real MNIST) is not available")
+    return SHARED_DATA
+
+
+# ---- a launched app, shared by the gradio_client and browser tests -----------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """One real `python app.py` server for the whole session (starting one costs seconds)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    env = {**os.environ, "VISION_LAB_CHECKPOINTS": str(home / "checkpoints"),
+           "VISION_LAB_DATA": str(home / "data"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(home / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("app.py did not start:\n" + (home / "app.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def browser_page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(app_url)
+    yield page
+    context.close()
+
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"

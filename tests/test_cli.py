@@ -1,0 +1,108 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "vision_lab", *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "shapes_cnn.safetensors"
+    r = cli("train", "--dataset", "shapes", "--model", "cnn", "--epochs", "2", "--batch-size", "64",
+            "--lr", "0.002", "--subset-train", "1500", "--subset-test", "300", "--seed", "1",
+            "--augment", "light", "--out", out, "--json")
+    return out, json_lines(r.stdout)
+
+
+def test_train_json_events(trained):
+    out, events = trained
+    kinds = [e["event"] for e in events]
+    assert set(kinds) <= {"batch", "epoch", "status", "done"}
+    assert kinds[-1] == "done" and kinds.count("epoch") == 2
+    batch = next(e for e in events if e["event"] == "batch")
+    assert {"step", "epoch", "loss", "lr", "images_per_sec"} <= set(batch)
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"} <= set(epoch)
+    assert all(0 <= e[k] <= 1 for e in events if e["event"] == "epoch" for k in ("train_acc", "test_acc"))
+    done = events[-1]
+    assert done["reason"] == "completed" and Path(done["checkpoint"]) == out and out.exists()
+    assert done["metrics"]["test_acc"] > 0.3, "well above the 0.1 of chance after 2 epochs"
+
+
+def test_evaluate_json(trained):
+    out, events = trained
+    r = cli("evaluate", out, "--dataset", "shapes", "--subset-test", "300", "--json")
+    (result,) = json_lines(r.stdout)
+    assert set(result) == {"test_loss", "test_acc", "per_class_acc", "confusion"}
+    # Same 300 test images (first-N vs random-N subsets differ, so only sanity-check the range).
+    assert 0.3 < result["test_acc"] <= 1 and len(result["confusion"]) == 10
+
+
+def test_predict_json_and_text(trained, tmp_path):
+    out, _ = trained
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(img)
+    gray = tmp_path / "g.jpg"
+    Image.fromarray(np.full((20, 20), 50, np.uint8), "L").save(gray)
+    r = cli("predict", out, img, gray, "--top-k", "3", "--json")
+    results = json_lines(r.stdout)
+    assert [res["image"] for res in results] == [str(img), str(gray)]
+    for res in results:
+        assert len(res["top"]) == 3
+        assert sum(t["prob"] for t in res["top"]) <= 1.0 + 1e-6
+        assert res["top"][0]["prob"] >= res["top"][1]["prob"]
+    text = cli("predict", out, img).stdout
+    assert text.startswith(str(img) + ": ") and "%" in text
+
+
+def test_list_shows_models_and_checkpoints(trained):
+    out, _ = trained
+    r = cli("list", "--json")
+    (listing,) = json_lines(r.stdout)
+    assert "cnn" in listing["models"] and "shapes" in listing["datasets"]
+    assert "standard" in listing["presets"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "transformer", "--epochs", "1"], "Unknown model 'transformer'"),
+    (["train", "--epochs", "0"], "epochs must be"),
+    (["train", "--dataset", "cifar10", "--epochs", "1"], "shapes"),
+    (["train", "--dataset", "folder:/nonexistent/dir", "--epochs", "1"], "/nonexistent/dir"),
+    (["evaluate", "/nonexistent.safetensors", "--dataset", "shapes"], "does not exist"),
+    (["predict", "README.md", "README.md"], "not a valid safetensors"),
+])
+def test_errors_are_one_sentence_without_traceback(args, message, tmp_path):
+    r = cli(*args, check=False)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr
+    assert r.stderr.strip().startswith("error:")
+
+
+def test_predict_reports_a_bad_image_and_carries_on(trained, tmp_path):
+    out, _ = trained
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a png")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    r = cli("predict", out, bad, good, "--json", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "bad.png" in r.stderr and "not an image" in r.stderr
+    assert [res["image"] for res in json_lines(r.stdout)] == [str(good)]

@@ -1,0 +1,192 @@
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from vision_lab import plots
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def history(epochs=3, lr=0.1):
+    return [
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "test_loss": 1.2 / e,
+         "test_acc": 0.45 + 0.1 * e, "lr": lr / 10 ** (e - 1), "seconds": 2.0}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def image_axes(fig):
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+@pytest.fixture(autouse=True)
+def rcparams_untouched():
+    before = dict(matplotlib.rcParams)
+    yield
+    assert dict(matplotlib.rcParams) == before
+
+
+def test_style_is_large_enough_for_a_projector():
+    fig = plots.loss_curve([1, 2, 3], [3.0, 2.0, 1.5])
+    ax = fig.axes[0]
+    assert ax.title.get_fontsize() >= 16
+    assert ax.xaxis.label.get_fontsize() >= 14
+    assert ax.get_xticklabels()[0].get_fontsize() >= 12
+
+
+def test_loss_curve_raw_and_smoothed():
+    fig = plots.loss_curve(range(100), np.linspace(3, 1, 100) + np.random.rand(100), title="Run A")
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    raw, smooth = ax.lines
+    assert raw.get_alpha() < 1 and smooth.get_linewidth() > raw.get_linewidth()
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("Run A", "iteration", "loss")
+    assert ax.get_legend() is not None
+
+
+def test_loss_curve_smoothing_survives_a_diverging_batch():
+    fig = plots.loss_curve([1, 2, 3, 4], [2.0, float("inf"), 1.0, 1.0], smoothing=0.5)
+    smoothed = fig.axes[0].lines[1].get_ydata()
+    assert smoothed[0] == 2.0 and np.isfinite(smoothed).all()
+
+
+def test_loss_curve_empty_shows_a_waiting_message():
+    fig = plots.loss_curve([], [])
+    ax = fig.axes[0]
+    assert not ax.lines
+    assert "waiting for the first batch…" in texts(ax)
+    assert ax.get_title() == "Training loss per iteration"
+
+
+@pytest.mark.parametrize("metric, top", [("acc", 100), ("loss", 1.2)])
+def test_epoch_curves_compare_runs_with_one_colour_each(metric, top):
+    fig = plots.epoch_curves({"SGD": history(), "Adam": history(4)}, metric=metric)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4
+    sgd_train, sgd_test, adam_train, adam_test = ax.lines
+    assert sgd_train.get_color() == sgd_test.get_color() != adam_train.get_color()
+    assert sgd_train.get_linestyle() == "--" and sgd_test.get_linestyle() == "-"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SGD: train", "SGD: test", "Adam: train", "Adam: test"]
+    assert max(adam_train.get_ydata()) == pytest.approx(90 if metric == "acc" else 1.0)
+    assert ax.get_title() and ax.get_xlabel() == "epoch"
+
+
+def test_epoch_curves_single_run_and_empty():
+    fig = plots.epoch_curves({"cnn, lr 0.1": history()})
+    ax = fig.axes[0]
+    assert "cnn, lr 0.1" in ax.get_title() and ax.get_ylabel() == "accuracy (%)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "test"]
+
+    empty = plots.epoch_curves({"cnn": []}).axes[0]
+    assert not empty.lines and texts(empty)
+    with pytest.raises(ValueError):
+        plots.epoch_curves({}, metric="f1")
+
+
+def test_lr_curve_uses_log_scale_when_lr_spans_decades():
+    step_decay = plots.lr_curve(history(3, lr=0.1)).axes[0]
+    assert step_decay.get_yscale() == "log" and len(step_decay.lines) == 1
+    constant = plots.lr_curve([{**r, "lr": 0.01} for r in history()]).axes[0]
+    assert constant.get_yscale() == "linear"
+    assert texts(plots.lr_curve([]).axes[0])
+
+
+def test_confusion_matrix_annotated_and_row_normalised():
+    matrix = torch.eye(10, dtype=torch.long) * 90 + 1  # 90 right + 10 wrong of 100 per class
+    fig = plots.confusion_matrix(matrix, CLASSES)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # the matrix and its colour bar
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert len(ax.texts) == 100 and texts(ax)[0] == "91" and texts(ax)[1] == "1"
+    assert ax.get_xticklabels()[0].get_rotation() == 45
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES
+
+
+def test_confusion_matrix_counts_and_short_names():
+    fig = plots.confusion_matrix(np.full((3, 3), 7), ["0", "1", "2"], normalize=False)
+    ax = fig.axes[0]
+    assert texts(ax) == ["7"] * 9 and "counts" in ax.get_title()
+    assert ax.get_xticklabels()[0].get_rotation() == 0
+
+
+def test_per_class_accuracy_bars_in_percent():
+    fig = plots.per_class_accuracy([0.9, 0.8, 0.5], ["cat", "dog", "bird"])
+    ax = fig.axes[0]
+    assert [bar.get_width() for bar in ax.patches] == pytest.approx([90, 80, 50])
+    assert ax.get_title() == "Accuracy per class (mean 73.3%)" and ax.get_xlabel() == "accuracy (%)"
+    assert [t.get_text() for t in ax.texts] == ["90.0%", "80.0%", "50.0%"]
+    assert ax.yaxis.get_inverted()
+
+
+def test_image_grid_with_a_short_last_row():
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    fig = plots.image_grid(images, titles=list("abcde"), ncols=4, title="Digits")
+    axes = image_axes(fig)
+    assert len(fig.axes) == len(axes) == 5
+    assert [ax.get_title() for ax in axes] == list("abcde")
+    assert fig.get_suptitle() == "Digits"
+    picture = axes[0].images[0]
+    assert picture.get_interpolation() == "nearest" and picture.get_cmap().name == "gray"
+
+
+def test_image_grid_rgb_and_empty():
+    fig = plots.image_grid(np.zeros((3, 3, 8, 8), dtype=np.uint8))
+    assert len(image_axes(fig)) == 3
+    assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
+    empty = plots.image_grid(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), title="Mistakes")
+    assert texts(empty.axes[0]) == ["no images to show"] and empty.get_suptitle() == "Mistakes"
+
+
+def test_feature_map_grid_one_panel_per_channel():
+    fig = plots.feature_map_grid(torch.rand(12, 7, 7), "conv1 after ReLU")
+    assert len(image_axes(fig)) == 12
+    assert fig.get_suptitle() == "conv1 after ReLU"
+    assert fig.axes[11].get_title() == "channel 11"
+
+
+@pytest.mark.parametrize("in_channels, shape", [(3, (5, 5, 3)), (1, (5, 5)), (8, (5, 5))])
+def test_filter_grid_normalises_each_filter(in_channels, shape):
+    weights = torch.randn(10, in_channels, 5, 5)
+    fig = plots.filter_grid(weights)
+    assert len(image_axes(fig)) == 10 and "5×5" in fig.get_suptitle()
+    data = np.asarray(fig.axes[0].images[0].get_array())
+    assert data.shape == shape
+    assert data.min() == pytest.approx(0) and data.max() == pytest.approx(1)
+
+
+def test_hidden_activation_plot_one_strip_per_layer():
+    activations = [("1", torch.relu(torch.randn(128))), ("3", torch.relu(torch.randn(64)))]
+    fig = plots.hidden_activation_plot(activations)
+    strips = image_axes(fig)
+    assert len(strips) == 2 and len(fig.axes) == 4  # each strip has a colour bar
+    assert strips[0].get_title().startswith("1: 128 units")
+    assert texts(plots.hidden_activation_plot([]).axes[0])
+
+
+def test_figure_to_image():
+    picture = plots.figure_to_image(plots.epoch_curves({"run": history()}))
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
+    assert picture.shape[:2] == (550, 900)  # 9 x 5.5 inches at 100 dpi
+    assert picture.min() < 100  # something was drawn on the white background
+
+
+def test_every_figure_renders():
+    figures = [
+        plots.loss_curve([], []),
+        plots.epoch_curves({"a": history(), "b": history(2)}, metric="loss"),
+        plots.lr_curve(history()),
+        plots.confusion_matrix(np.random.randint(0, 50, (10, 10)), CLASSES),
+        plots.per_class_accuracy(np.random.rand(10), CLASSES),
+        plots.image_grid(torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8)),
+        plots.feature_map_grid(torch.rand(4, 5, 5)),
+        plots.filter_grid(torch.randn(6, 3, 3, 3)),
+        plots.hidden_activation_plot([("h", torch.rand(10))]),
+    ]
+    for fig in figures:
+        assert plots.figure_to_image(fig).dtype == np.uint8

@@ -1,0 +1,206 @@
+import threading
+
+import pytest
+import torch
+
+from vision_lab import training
+from vision_lab.checkpoints import load_checkpoint
+from vision_lab.datasets import load_dataset
+from vision_lab.training import BatchEnd, EpochEnd, RunEnd, Status, TrainConfig, run_to_end, train
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_dataset("shapes", n_train=3000, n_test=600, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(shapes):
+    """A few hundred images: enough for loop mechanics, fast enough to run many times."""
+    return load_dataset("shapes", n_train=3000, n_test=600, seed=0, subset_train=256, subset_test=128)
+
+
+def config(tmp_path, **kw):
+    kw.setdefault("out", str(tmp_path / "run.safetensors"))
+    return TrainConfig(**kw)
+
+
+def test_config_round_trips_through_json():
+    c = TrainConfig(model="mlp", model_options={"hidden_sizes": [8, 8]}, scheduler="multistep",
+                    scheduler_options={"milestones": [2]}, augment="standard", epochs=4)
+    assert TrainConfig.from_json(c.to_json()) == c
+    with pytest.raises(ValueError, match="Unknown training option"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"epochs": 0}, "epochs must be"),
+    ({"lr": -1.0}, "learning rate must be a positive"),
+    ({"optimizer": "lbfgs"}, "Unknown optimizer 'lbfgs'"),
+    ({"scheduler": "multistep", "scheduler_options": {"milestones": [9]}, "epochs": 3},
+     "milestone 9 is not before the last epoch"),
+    ({"freeze_epochs": 1, "epochs": 3}, "only make sense with pretrained"),
+])
+def test_invalid_config_gives_a_plain_sentence(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw).validate()
+
+
+def test_cnn_beats_mlp_on_shapes(tmp_path, shapes):
+    common = dict(epochs=3, batch_size=64, lr=2e-3, seed=0)
+    cnn = run_to_end(config(tmp_path, model="cnn", out=str(tmp_path / "c.safetensors"), **common), data=shapes)
+    mlp = run_to_end(config(tmp_path, model="mlp", out=str(tmp_path / "m.safetensors"), **common), data=shapes)
+    cnn_acc, mlp_acc = cnn.metrics["test_acc"], mlp.metrics["test_acc"]
+    print(f"shapes after 3 epochs on 3000 images: cnn {cnn_acc:.3f}, mlp {mlp_acc:.3f}")
+    assert cnn.reason == "completed" and len(cnn.history) == 3
+    assert cnn_acc > 0.6, "chance is 0.1"
+    assert cnn_acc > mlp_acc + 0.15
+
+
+def test_events_carry_the_documented_fields(tmp_path, tiny):
+    events = list(train(config(tmp_path, model="mlp", epochs=2, batch_size=64), data=tiny))
+    batches = [e for e in events if isinstance(e, BatchEnd)]
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert [b.step for b in batches] == list(range(1, 9))
+    assert {b.epoch for b in batches} == {1, 2} and all(b.total_steps == 8 for b in batches)
+    assert all(b.images_per_sec > 0 and b.lr == 1e-3 for b in batches)
+    assert [e.epoch for e in epochs] == [1, 2]
+    assert all(0 <= e.train_acc <= 1 and 0 <= e.test_acc <= 1 for e in epochs)
+    assert any(isinstance(e, Status) for e in events)
+    end = events[-1]
+    assert isinstance(end, RunEnd) and end.reason == "completed"
+    m = end.metrics
+    assert len(m["confusion"]) == 10 and sum(map(sum, m["confusion"])) == 128
+    assert len(m["per_class_acc"]) == 10
+    assert all(w["true"] != w["predicted"] for w in m["most_confused"])
+    probs = [w["prob"] for w in m["most_confused"]]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_same_seed_same_history(tmp_path, tiny):
+    def history(seed):
+        end = run_to_end(config(tmp_path, model="cnn", epochs=2, augment="standard", seed=seed,
+                                out=str(tmp_path / f"s{seed}.safetensors")), data=tiny)
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in end.history]
+
+    assert history(3) == history(3)
+    assert history(3) != history(4)
+
+
+def test_early_stopping_fires_and_restores_best(tmp_path, tiny):
+    # min_delta larger than any loss: epoch 1 is the best there will ever be.
+    end = run_to_end(config(tmp_path, model="mlp", epochs=6, early_stopping_patience=2,
+                            early_stopping_min_delta=100.0), data=tiny)
+    assert end.reason == "early_stopped"
+    assert len(end.history) == 3 and end.best_epoch == 1
+    ckpt = load_checkpoint(end.checkpoint)
+    restored = training.evaluate(ckpt.model, tiny.test_images, tiny.test_labels, ckpt.preprocessing, 10)
+    assert restored.loss == pytest.approx(end.history[0]["test_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("scheduler, options, expected", [
+    ("step", {"step_size": 1, "gamma": 0.5}, [1e-3, 5e-4, 2.5e-4]),
+    ("multistep", {"milestones": [1], "gamma": 0.1}, [1e-3, 1e-4, 1e-4]),
+    ("exponential", {"gamma": 0.5}, [1e-3, 5e-4, 2.5e-4]),
+    ("cosine", {"t_max": 2}, [1e-3, 5e-4, 0.0]),
+    ("none", {}, [1e-3, 1e-3, 1e-3]),
+])
+def test_schedulers_change_lr_per_epoch(tmp_path, tiny, scheduler, options, expected):
+    end = run_to_end(config(tmp_path, model="mlp", epochs=3, optimizer="sgd", lr=1e-3,
+                            scheduler=scheduler, scheduler_options=options), data=tiny)
+    assert [h["lr"] for h in end.history] == pytest.approx(expected, abs=1e-12)
+
+
+def test_plateau_scheduler_lowers_lr_when_test_loss_stalls(tmp_path, tiny):
+    # lr so small that the test loss cannot improve by the scheduler's relative threshold (1e-4),
+    # yet large enough that halving it exceeds ReduceLROnPlateau's eps (1e-8).
+    end = run_to_end(config(tmp_path, model="mlp", epochs=3, lr=1e-6, optimizer="sgd",
+                            model_options={"dropout": 0.0}, scheduler="plateau",
+                            scheduler_options={"patience": 0, "factor": 0.5}), data=tiny)
+    assert [h["lr"] for h in end.history] == pytest.approx([1e-6, 1e-6, 5e-7], rel=1e-6)
+
+
+def test_stop_ends_within_one_batch_and_keeps_last_epoch(tmp_path, tiny):
+    stop = threading.Event()
+    events = train(config(tmp_path, model="cnn", epochs=5, batch_size=32), stop=stop, data=tiny)
+    after_stop = []
+    for ev in events:
+        if stop.is_set():
+            after_stop.append(ev)
+        elif isinstance(ev, BatchEnd) and ev.epoch == 2 and ev.step == 11:
+            stop.set()
+    assert len(after_stop) == 1, "no further batch may run once stop is set"
+    end = after_stop[0]
+    assert isinstance(end, RunEnd) and end.reason == "stopped"
+    assert "kept epoch 1" in end.message
+    ckpt = load_checkpoint(end.checkpoint)
+    assert [h["epoch"] for h in ckpt.metadata["history"]] == [1]
+
+
+def test_stop_before_first_epoch_saves_nothing(tmp_path, tiny):
+    stop = threading.Event()
+    stop.set()
+    end = run_to_end(config(tmp_path, model="mlp"), stop=stop, data=tiny)
+    assert end.reason == "stopped" and end.checkpoint is None
+    assert "nothing was saved" in end.message
+    assert not (tmp_path / "run.safetensors").exists()
+
+
+def test_divergence_is_reported_with_advice(tmp_path, tiny):
+    end = run_to_end(config(tmp_path, model="mlp", optimizer="sgd", lr=1e8, epochs=3), data=tiny)
+    assert end.reason == "diverged"
+    assert "lower learning rate" in end.message
+
+
+def test_pixel_permutation_is_part_of_the_checkpoint(tmp_path, tiny):
+    end = run_to_end(config(tmp_path, model="mlp", epochs=2, permute_pixels=True,
+                            permutation_seed=7), data=tiny)
+    ckpt = load_checkpoint(end.checkpoint)
+    prep = ckpt.preprocessing
+    assert prep.permutation_seed == 7
+    # The loaded checkpoint reproduces the run's accuracy only with the same permutation...
+    same = training.evaluate(ckpt.model, tiny.test_images, tiny.test_labels, prep, 10)
+    assert same.acc == pytest.approx(end.metrics["test_acc"])
+    # ...and the permutation really moves pixels: it is a bijection that is not the identity.
+    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32)
+    moved = prep.permute(x)
+    assert sorted(moved.flatten().tolist()) == x.flatten().tolist()
+    assert (moved != x).float().mean() > 0.9
+
+
+def test_freeze_then_unfreeze_schedule(tmp_path, tiny, monkeypatch):
+    """Exactly the non-head parameters frozen, then all trainable with the new lr."""
+    from vision_lab import models
+
+    # Pretrained weights cannot be downloaded here: place a file where torchvision's cache looks.
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub"
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(),
+               hub / "checkpoints" / weights.url.rsplit("/", 1)[-1])
+
+    built = {}
+    real_create = training.create_model
+
+    def spy(*a, **kw):
+        built["model"] = real_create(*a, **kw)
+        return built["model"]
+
+    monkeypatch.setattr(training, "create_model", spy)
+    small = load_dataset("shapes", n_train=3000, n_test=600, seed=0, subset_train=64, subset_test=32)
+    cfg = config(tmp_path, model="resnet18", pretrained=True, epochs=2, freeze_epochs=1,
+                 lr=1e-3, unfreeze_lr=1e-4, batch_size=32)
+    seen = {}
+    for ev in train(cfg, data=small):
+        model = built.get("model")
+        if isinstance(ev, BatchEnd) and ev.epoch not in seen:
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            seen[ev.epoch] = (trainable, ev.lr)
+        if isinstance(ev, Status) and "unfrozen" in ev.message:
+            assert ev.message == "Backbone unfrozen, lr → 0.0001"
+    all_names = {n for n, _ in built["model"].named_parameters()}
+    head = {n for n in all_names if n.startswith(models.head_module_name(built["model"]) + ".")}
+    assert seen[1] == (head, 1e-3)
+    assert seen[2] == (all_names, 1e-4)

@@ -1,0 +1,201 @@
+"""Save, load and list checkpoints: safetensors weights with JSON metadata, written atomically.
+
+A checkpoint is one `.safetensors` file whose header carries everything needed to rebuild the model
+and its preprocessing. Loading never unpickles: safetensors holds raw tensors only, and we refuse
+anything else (a PyTorch `.pt` pickle can run arbitrary code when loaded).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as _safetensors_bytes
+
+from . import __version__
+from .models import create_model
+from .preprocessing import Preprocessing
+
+METADATA_KEY = "vision_lab"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+REQUIRED_KEYS = ("model", "classes", "channels", "image_size", "mean", "std")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable Vision Lab checkpoint; the message says which file and why."""
+
+
+def default_checkpoint_dir() -> Path:
+    return Path(os.environ.get("VISION_LAB_CHECKPOINTS", "checkpoints"))
+
+
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module
+    metadata: dict
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return preprocessing_from_metadata(self.metadata)
+
+
+def preprocessing_from_metadata(meta: dict) -> Preprocessing:
+    return Preprocessing(channels=int(meta["channels"]), image_size=int(meta["image_size"]),
+                         mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                         permutation_seed=meta.get("permutation_seed"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a hidden temp file in the same folder, fsync, then rename over the target.
+
+    A crash at any moment leaves either the old file or the new one, never half of one; the temp
+    name starts with '.' and ends with '.tmp' so listing skips it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path, model: torch.nn.Module, metadata: dict) -> Path:
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
+    meta = dict(metadata)
+    meta.update(format_version=FORMAT_VERSION, vision_lab_version=__version__,
+                created=meta.get("created") or _dt.datetime.now().isoformat(timespec="seconds"))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    data = _safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _describe_non_safetensors(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        return (f"{path.name} looks like a PyTorch pickle (.pt/.pth); Vision Lab only loads "
+                f"safetensors checkpoints because unpickling a file can run code hidden in it.")
+    return f"{path.name} is not a valid safetensors checkpoint (damaged, truncated or another format)."
+
+
+def read_metadata(path) -> dict:
+    """The metadata of a checkpoint, reading only its header."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.name} is empty (0 bytes).")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        raise CheckpointError(_describe_non_safetensors(path)) from None
+    raw = header.get(METADATA_KEY)
+    if raw is None:
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise CheckpointError(f"{path.name} has no Vision Lab metadata (model name, classes, "
+                                  f"preprocessing), so the model cannot be rebuilt from it.")
+        raw = sidecar.read_text(encoding="utf-8")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path.name} has unreadable metadata (not valid JSON).") from None
+    missing = [k for k in REQUIRED_KEYS if k not in meta] if isinstance(meta, dict) else REQUIRED_KEYS
+    if missing:
+        raise CheckpointError(f"{path.name} metadata lacks {', '.join(missing)}.")
+    return meta
+
+
+def load_checkpoint(path, device="cpu") -> Checkpoint:
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        model = create_model(meta["model"], num_classes=len(meta["classes"]),
+                             in_channels=int(meta["channels"]), image_size=int(meta["image_size"]),
+                             **meta.get("model_options", {}))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path.name}: cannot rebuild its model ({e}).") from None
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path.name}: its weights do not match a '{meta['model']}' model "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. "
+            f"{(missing + unexpected)[0]}).")
+    for k, v in expected.items():
+        if state[k].shape != v.shape:
+            raise CheckpointError(f"{path.name}: tensor {k} has shape {tuple(state[k].shape)} but "
+                                  f"the model needs {tuple(v.shape)}.")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Checkpoint(model=model, metadata=meta, path=path)
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    name: str
+    model: str
+    dataset: str
+    classes: int
+    test_acc: float | None
+    created: str
+    size_mb: float
+
+
+def list_checkpoints(*directories) -> list[CheckpointInfo]:
+    """Valid checkpoints under the given folders (recursively), newest first.
+
+    Hidden files (temp files of writes in progress) and files that fail to parse are skipped, so a
+    half-written or foreign file never shows up in a picker.
+    """
+    dirs = [Path(d) for d in directories] or [default_checkpoint_dir()]
+    found: dict[Path, CheckpointInfo] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for p in d.rglob("*" + SUFFIX):
+            if p.name.startswith(".") or p.resolve() in found:
+                continue
+            try:
+                meta = read_metadata(p)
+            except CheckpointError:
+                continue
+            metrics = meta.get("metrics") or {}
+            found[p.resolve()] = CheckpointInfo(
+                path=p, name=p.stem, model=meta["model"], dataset=str(meta.get("dataset", "?")),
+                classes=len(meta["classes"]), test_acc=metrics.get("test_acc"),
+                created=str(meta.get("created", "")), size_mb=p.stat().st_size / 2**20)
+    return sorted(found.values(), key=lambda c: c.created, reverse=True)

@@ -1,0 +1,352 @@
+"""Figures for the lab, styled to stay readable on a projector.
+
+Every function builds a fresh `matplotlib.figure.Figure` through the object API,
+never pyplot: figures are not kept in any global registry, so a web server can
+build them from several threads and they are garbage collected once dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+STYLE = {
+    "font.size": 13,
+    "axes.titlesize": 17,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 14,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 12,
+    "figure.titlesize": 18,
+    "figure.titleweight": "bold",
+    "lines.linewidth": 2.5,
+    "lines.markersize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+}
+
+SMALL_TITLE = 12  # per-image captions in grids, where 17 pt would not fit
+
+# rc_context swaps matplotlib's global rcParams while a figure is built; the lock
+# stops two server threads from interleaving those swaps (one thread could
+# otherwise "restore" the other's STYLE and leave it set for good).
+_STYLE_LOCK = threading.Lock()
+
+
+def _styled(build):
+    @functools.wraps(build)
+    def with_style(*args, **kwargs):
+        with _STYLE_LOCK, rc_context(STYLE):
+            return build(*args, **kwargs)
+
+    return with_style
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _to_numpy(values, dtype=None) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+def _single_axes_figure(width=9.0, height=5.5):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _show_message(ax, message: str) -> None:
+    ax.set_xticks([])  # 0..1 ticks on an empty plot would look like data
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
+            color="0.45", fontsize=STYLE["axes.labelsize"])
+
+
+def _grid_figure(n: int, ncols: int, cell: float, title: str | None):
+    """A figure with n image axes laid out in rows of ncols (the last row may be short)."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.6 if title else 0)), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for unused in axes[n:]:
+        fig.delaxes(unused)
+    if title:
+        fig.suptitle(title)
+    return fig, axes[:n]
+
+
+def _empty_grid(message: str, title: str | None):
+    fig, ax = _single_axes_figure(8, 3)
+    ax.set_axis_off()
+    _show_message(ax, message)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _show_image(ax, chw: np.ndarray, **imshow) -> None:
+    """Draw a (C, H, W) image: grayscale for one channel, RGB for three."""
+    if chw.shape[0] == 1:
+        ax.imshow(chw[0], cmap="gray", interpolation="nearest", **imshow)
+    else:
+        ax.imshow(chw.transpose(1, 2, 0), interpolation="nearest", **imshow)
+    ax.set_axis_off()
+
+
+def _smooth(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Exponential moving average, debiased like TensorBoard's.
+
+    Debiasing keeps the first points from being dragged towards zero. Non-finite
+    losses (a diverging run) are skipped so one inf does not wipe out the curve.
+    """
+    smoothed = np.empty(len(values))
+    average = weight = 0.0
+    for i, value in enumerate(values):
+        if np.isfinite(value):
+            average = smoothing * average + (1 - smoothing) * value
+            weight = smoothing * weight + (1 - smoothing)
+        smoothed[i] = average / weight if weight else np.nan
+    return smoothed
+
+
+# --- training curves --------------------------------------------------------
+
+
+@_styled
+def loss_curve(steps, losses, title: str = "Training loss per iteration", smoothing: float = 0.9) -> Figure:
+    """Raw loss per iteration (faint) and its moving average (bold)."""
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    steps, losses = _to_numpy(steps, float), _to_numpy(losses, float)
+    if len(steps) != len(losses):
+        raise ValueError(f"{len(steps)} steps but {len(losses)} losses")
+    fig, ax = _single_axes_figure()
+    ax.set(title=title, xlabel="iteration", ylabel="loss")
+    if len(losses) == 0:
+        _show_message(ax, "waiting for the first batch…")
+        return fig
+    ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label="loss of each batch")
+    ax.plot(steps, _smooth(losses, smoothing), color="C0", linewidth=3, label="moving average")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+_EPOCH_METRICS = {
+    # metric: (y label, scale applied to the stored value, title)
+    "acc": ("accuracy (%)", 100.0, "Accuracy per epoch"),
+    "loss": ("loss", 1.0, "Loss per epoch"),
+}
+
+
+def _series(records: list[dict], key: str, scale: float) -> list[float]:
+    # An epoch without evaluation stores None; NaN leaves a gap in the line.
+    return [np.nan if r.get(key) is None else r[key] * scale for r in records]
+
+
+@_styled
+def epoch_curves(histories: dict[str, list[dict]], metric: str = "acc") -> Figure:
+    """Train (dashed) and test (solid) accuracy or loss per epoch, one colour per run."""
+    if metric not in _EPOCH_METRICS:
+        raise ValueError(f"metric must be one of {list(_EPOCH_METRICS)}, got {metric!r}")
+    ylabel, scale, title = _EPOCH_METRICS[metric]
+    runs = {label: records for label, records in histories.items() if records}
+    fig, ax = _single_axes_figure()
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    if not runs:
+        _show_message(ax, "waiting for the first epoch…")
+        return fig
+    single_run = len(runs) == 1
+    for i, (label, records) in enumerate(runs.items()):
+        epochs = [r["epoch"] for r in records]
+        prefix = "" if single_run else f"{label}: "
+        colour = f"C{i % 10}"
+        ax.plot(epochs, _series(records, f"train_{metric}", scale), color=colour,
+                linestyle="--", marker="o", label=f"{prefix}train")
+        ax.plot(epochs, _series(records, f"test_{metric}", scale), color=colour,
+                linestyle="-", marker="o", label=f"{prefix}test")
+    if single_run:
+        ax.set_title(f"{title}: {next(iter(runs))}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(ncols=1 if len(runs) <= 2 else 2)
+    return fig
+
+
+@_styled
+def lr_curve(history: list[dict]) -> Figure:
+    """Learning rate per epoch; log scale when it spans more than a factor of 10."""
+    fig, ax = _single_axes_figure(9, 4.5)
+    ax.set(title="Learning rate per epoch", xlabel="epoch", ylabel="learning rate")
+    if not history:
+        _show_message(ax, "waiting for the first epoch…")
+        return fig
+    rates = [r["lr"] for r in history]
+    ax.plot([r["epoch"] for r in history], rates, color="C2", marker="o", label="learning rate")
+    positive = [lr for lr in rates if lr > 0]
+    if positive and max(positive) > 10 * min(positive):
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+# --- evaluation -------------------------------------------------------------
+
+
+@_styled
+def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
+    """Annotated heat map of true (rows) vs predicted (columns) classes.
+
+    With normalize, each row is shown as % of that true class, so classes with
+    fewer test images are comparable.
+    """
+    counts = _to_numpy(matrix, float)
+    n = len(classes)
+    if counts.shape != (n, n):
+        raise ValueError(f"matrix shape {counts.shape} does not match {n} classes")
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(100 * counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        top, colour_label, title = 100.0, "% of the true class", "Confusion matrix (% of each true class)"
+    else:
+        values = counts
+        top, colour_label, title = max(counts.max(), 1.0), "images", "Confusion matrix (image counts)"
+
+    side = max(6.0, 0.65 * n + 2.5)
+    fig, ax = _single_axes_figure(side + 1.5, side)
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=top)
+    fig.colorbar(image, ax=ax, label=colour_label, shrink=0.85)
+    ticks = np.arange(n)
+    long_names = max(len(str(c)) for c in classes) > 3
+    ax.set_xticks(ticks, classes, rotation=45 if long_names else 0,
+                  ha="right" if long_names else "center", rotation_mode="anchor")
+    ax.set_yticks(ticks, classes)
+    ax.set(title=title, xlabel="predicted class", ylabel="true class")
+    # Beyond ~20 classes the numbers no longer fit in their cells; colour alone must do.
+    if n <= 20:
+        fontsize = SMALL_TITLE if n <= 10 else 9
+        for row in range(n):
+            for col in range(n):
+                value = values[row, col]
+                ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if value > 0.6 * top else "black")
+    return fig
+
+
+@_styled
+def per_class_accuracy(acc, classes) -> Figure:
+    """Horizontal bars of accuracy (%) per class; the mean goes in the title."""
+    percent = 100 * _to_numpy(acc, float)
+    if len(percent) != len(classes):
+        raise ValueError(f"{len(percent)} accuracies but {len(classes)} classes")
+    fig, ax = _single_axes_figure(9, max(4.0, 0.5 * len(classes) + 2))
+    ax.set(title="Accuracy per class", xlabel="accuracy (%)", ylabel="class")
+    if len(percent) == 0:
+        _show_message(ax, "no classes to show")
+        return fig
+    # A mean line would run through the value labels, which sit right at the bar ends.
+    ax.set_title(f"Accuracy per class (mean {np.mean(percent):.1f}%)")
+    rows = np.arange(len(classes))
+    bars = ax.barh(rows, percent, color="C0")
+    ax.bar_label(bars, fmt="%.1f%%", padding=4, fontsize=SMALL_TITLE)
+    ax.set_yticks(rows, classes)
+    ax.invert_yaxis()  # first class on top, as in the class list
+    ax.set_xlim(0, 115)  # room for the labels to the right of a 100% bar
+    ax.set_xticks(range(0, 101, 20))
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+# --- images, feature maps and filters ---------------------------------------
+
+
+@_styled
+def image_grid(images_uint8, titles=None, ncols: int = 8, title: str | None = None) -> Figure:
+    """A grid of (N, C, H, W) uint8 images with optional per-image captions."""
+    images = _to_numpy(images_uint8)
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+    if len(images) == 0:
+        return _empty_grid("no images to show", title)
+    fig, axes = _grid_figure(len(images), ncols, cell=1.8, title=title)
+    for i, ax in enumerate(axes):
+        # Fixed 0..255 range so a dark image is shown dark, not stretched.
+        _show_image(ax, images[i], vmin=0, vmax=255)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=SMALL_TITLE, fontweight="normal")
+    return fig
+
+
+@_styled
+def feature_map_grid(maps, title: str = "Feature maps") -> Figure:
+    """One panel per channel of a (C, h, w) activation; bright = strong response."""
+    maps = _to_numpy(maps, float)
+    if len(maps) == 0:
+        return _empty_grid("no channels to show", title)
+    fig, axes = _grid_figure(len(maps), ncols=8, cell=1.6, title=title)
+    for channel, ax in enumerate(axes):
+        # Each channel gets its own colour range: absolute scales differ a lot
+        # between channels, and the pattern is what matters here.
+        ax.imshow(maps[channel], cmap="viridis", interpolation="nearest")
+        ax.set_title(f"channel {channel}", fontsize=SMALL_TITLE, fontweight="normal")
+        ax.set_axis_off()
+    return fig
+
+
+@_styled
+def filter_grid(weights) -> Figure:
+    """First-layer filters (out, in, k, k) as small images, each min-max normalised.
+
+    Three input channels are shown in colour; otherwise the filter is averaged
+    over its input channels and shown in grayscale.
+    """
+    weights = _to_numpy(weights, float)
+    out_channels, in_channels, kh, kw = weights.shape
+    if in_channels != 3:
+        weights = weights.mean(axis=1, keepdims=True)
+    low = weights.min(axis=(1, 2, 3), keepdims=True)
+    span = weights.max(axis=(1, 2, 3), keepdims=True) - low
+    scaled = (weights - low) / np.where(span > 0, span, 1.0)
+    title = f"First-layer filters ({out_channels} filters, {kh}×{kw} pixels each)"
+    fig, axes = _grid_figure(out_channels, ncols=8, cell=1.2, title=title)
+    for i, ax in enumerate(axes):
+        _show_image(ax, scaled[i], vmin=0, vmax=1)
+    return fig
+
+
+@_styled
+def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
+    """One heat strip per hidden layer: which units fire for this image."""
+    if not activations:
+        return _empty_grid("no hidden layers to show", "Hidden-layer activations")
+    fig = Figure(figsize=(10, 1.9 * len(activations) + 1), layout="constrained")
+    axes = fig.subplots(len(activations), 1, squeeze=False)[:, 0]
+    for ax, (name, values) in zip(axes, activations):
+        values = _to_numpy(values, float).ravel()
+        strip = ax.imshow(values[None, :], aspect="auto", cmap="viridis", interpolation="nearest")
+        fig.colorbar(strip, ax=ax, pad=0.01)
+        active = np.mean(values > 0)
+        ax.set_title(f"{name}: {values.size} units, {active:.0%} active", fontsize=STYLE["axes.labelsize"])
+        ax.set_yticks([])
+    axes[-1].set_xlabel("hidden unit")
+    fig.suptitle("Hidden-layer activations for one image")
+    return fig
+
+
+def figure_to_image(fig: Figure) -> np.ndarray:
+    """Render a figure to an (H, W, 3) uint8 array."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,664 @@
+"""Data augmentation: specs, torchvision v2 pipelines, pasteable code and fast batch augmentation.
+
+An augmentation *spec* is plain JSON data: a list of ``{"op": <name>, **params}`` dicts that
+use torchvision v2's own class and parameter names, e.g.::
+
+    [{"op": "RandomCrop", "size": 32, "padding": 4},
+     {"op": "RandomHorizontalFlip", "p": 0.5}]
+
+- ``OPS`` describes every supported op and its parameters (default, type, UI range).
+- ``PRESETS`` / ``preset()`` / ``list_presets()`` give ready-made specs for a given image size.
+- ``validate_spec()`` checks a spec and fills in defaults (``ValueError`` with a precise message).
+- ``build_transform()`` turns a spec into a ``v2.Compose`` for single images (tensor or PIL).
+- ``to_code()`` renders the same pipeline as Python a student can paste into a notebook.
+- ``BatchAugmenter`` applies a spec to a whole uint8 batch with independent random parameters
+  per image, without a Python loop over images.
+- ``preprocess_batch()`` is the test-time transform: resize if needed, then normalize.
+"""
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as nnf
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+
+def _param(kind, default, ui_min, ui_max, step, limits, *, required=False, exclusive_min=False):
+    """Describe one op parameter.
+
+    ``ui_min``/``ui_max``/``step`` are a sensible slider range; ``limits`` = [lo, hi] (None means
+    unbounded) is what ``validate_spec`` accepts, which is often wider than the slider.
+    """
+    return {
+        "type": kind,
+        "default": default,
+        "required": required,
+        "min": ui_min,
+        "max": ui_max,
+        "step": step,
+        "limits": list(limits),
+        "exclusive_min": exclusive_min,
+    }
+
+
+def _size_param():
+    # The right size depends on the dataset, so there is no default: the UI should offer
+    # the model's image size.
+    return _param("size", None, 8, 512, 1, [1, None], required=True)
+
+
+def _probability(default):
+    return _param("float", default, 0.0, 1.0, 0.05, [0, 1])
+
+
+def _jitter(ui_max=1.0, limits=(0, None), step=0.05):
+    return _param("float", 0.0, 0.0, ui_max, step, limits)
+
+
+# Parameter types: "int", "float", "size" (an int, or a [height, width] pair), "range" (a
+# [min, max] pair; a single number x means [x, x]) and "floats" (one number per channel).
+OPS = {
+    "Resize": {
+        "description": "Resize so the shorter side is `size` pixels (bilinear, antialiased).",
+        "params": {"size": _size_param()},
+    },
+    "CenterCrop": {
+        "description": "Cut out the central `size` x `size` square.",
+        "params": {"size": _size_param()},
+    },
+    "RandomCrop": {
+        "description": "Pad every border with `padding` black pixels, then cut out a random `size` square.",
+        "params": {
+            "size": _size_param(),
+            "padding": _param("int", 0, 0, 16, 1, [0, None]),
+        },
+    },
+    "RandomHorizontalFlip": {
+        "description": "Mirror the image left-right with probability `p`.",
+        "params": {"p": _probability(0.5)},
+    },
+    "RandomVerticalFlip": {
+        "description": "Flip the image upside down with probability `p`.",
+        "params": {"p": _probability(0.5)},
+    },
+    "ColorJitter": {
+        "description": "Randomly change brightness, contrast, saturation and hue, in a random order.",
+        "params": {
+            "brightness": _jitter(),
+            "contrast": _jitter(),
+            "saturation": _jitter(),
+            "hue": _jitter(ui_max=0.5, limits=(0, 0.5), step=0.01),
+        },
+    },
+    "RandomRotation": {
+        "description": "Rotate by a random angle in [-degrees, degrees]; corners become black.",
+        "params": {"degrees": _param("float", 15.0, 0.0, 180.0, 1.0, [0, 180])},
+    },
+    "RandomResizedCrop": {
+        "description": "Cut out a random area (fraction `scale`, aspect `ratio`) and resize it to `size`.",
+        "params": {
+            "size": _size_param(),
+            "scale": _param("range", [0.08, 1.0], 0.05, 1.0, 0.05, [0, 1], exclusive_min=True),
+            "ratio": _param("range", [3 / 4, 4 / 3], 0.25, 4.0, 0.05, [0, None], exclusive_min=True),
+        },
+    },
+    "RandomGrayscale": {
+        "description": "Convert the image to grayscale with probability `p`.",
+        "params": {"p": _probability(0.1)},
+    },
+    "GaussianBlur": {
+        "description": "Blur with a `kernel_size` Gaussian whose sigma is drawn from `sigma`.",
+        "params": {
+            "kernel_size": _param("int", 3, 1, 15, 2, [1, None]),
+            "sigma": _param("range", [0.1, 2.0], 0.1, 5.0, 0.1, [0, None], exclusive_min=True),
+        },
+    },
+    "RandomErasing": {
+        "description": "With probability `p`, fill a random rectangle with the pixel value `value`.",
+        "params": {
+            "p": _probability(0.5),
+            "scale": _param("range", [0.02, 0.33], 0.0, 1.0, 0.01, [0, 1]),
+            "ratio": _param("range", [0.3, 3.3], 0.1, 10.0, 0.1, [0, None], exclusive_min=True),
+            "value": _param("int", 0, 0, 255, 1, [0, 255]),
+        },
+    },
+    "Normalize": {
+        "description": "Scale pixels to [0, 1], subtract `mean` and divide by `std` per channel (must be last).",
+        "params": {
+            "mean": _param("floats", None, 0.0, 1.0, 0.001, [0, 1], required=True),
+            "std": _param("floats", None, 0.001, 1.0, 0.001, [0, None], required=True, exclusive_min=True),
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+
+
+def _none(image_size):
+    """No augmentation."""
+    return []
+
+
+def _light(image_size):
+    """Random crop with padding plus horizontal flip."""
+    return [
+        {"op": "RandomCrop", "size": image_size, "padding": image_size // 8},
+        {"op": "RandomHorizontalFlip", "p": 0.5},
+    ]
+
+
+def _standard(image_size):
+    """The course's CIFAR-10 recipe: crop with padding, flip, colour jitter, small rotation."""
+    return _light(image_size) + [
+        {"op": "ColorJitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        {"op": "RandomRotation", "degrees": 15},
+    ]
+
+
+def _strong(image_size):
+    """Aggressive: random resized crop, flip, strong jitter, rotation and random erasing."""
+    return [
+        {"op": "RandomResizedCrop", "size": image_size, "scale": [0.6, 1.0]},
+        {"op": "RandomHorizontalFlip", "p": 0.5},
+        {"op": "ColorJitter", "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1},
+        {"op": "RandomRotation", "degrees": 20},
+        {"op": "RandomErasing", "p": 0.25},
+    ]
+
+
+def _digits(image_size):
+    """For handwritten digits (MNIST): small rotation and shift, no flips (a flipped digit is another symbol)."""
+    return [
+        {"op": "RandomRotation", "degrees": 10},
+        # 2 pixels at MNIST's 28, scaled for other sizes.
+        {"op": "RandomCrop", "size": image_size, "padding": max(1, image_size // 14)},
+    ]
+
+
+PRESETS = {"none": _none, "light": _light, "standard": _standard, "strong": _strong, "digits": _digits}
+
+
+def list_presets():
+    """Names of the available presets."""
+    return list(PRESETS)
+
+
+def preset(name, image_size):
+    """The spec of preset ``name`` sized for ``image_size`` x ``image_size`` images (validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}.")
+    return validate_spec(PRESETS[name](image_size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _limits_text(lo, hi, exclusive_min):
+    if exclusive_min:
+        return f"greater than {lo}" if hi is None else f"greater than {lo} and at most {hi}"
+    return f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+
+
+def _number(label, value, info, integer=False):
+    """Check one number against the parameter's limits; returns it as int or float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{label} must be a number, got {value!r}.")
+    if integer and value != int(value):
+        raise ValueError(f"{label} must be a whole number, got {value!r}.")
+    lo, hi = info["limits"]
+    exclusive = info["exclusive_min"]
+    if (value <= lo if exclusive else value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{label} must be {_limits_text(lo, hi, exclusive)}, got {value!r}.")
+    # Keep ints as ints so the spec (and the generated code) reads the way it was written.
+    return int(value) if integer or isinstance(value, int) else float(value)
+
+
+def _is_pair(value):
+    return isinstance(value, (list, tuple)) and len(value) == 2
+
+
+def _check_size(label, value, info):
+    if _is_pair(value):
+        return [_number(label, v, info, integer=True) for v in value]
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"{label} must be an integer or a [height, width] pair, got {value!r}.")
+    return _number(label, value, info, integer=True)
+
+
+def _check_range(label, value, info):
+    if isinstance(value, (list, tuple)) and not _is_pair(value):
+        raise ValueError(f"{label} must be a number or a [min, max] pair, got {value!r}.")
+    low, high = value if _is_pair(value) else (value, value)
+    low, high = _number(label, low, info), _number(label, high, info)
+    if low > high:
+        raise ValueError(f"{label} must be a [min, max] pair with min <= max, got {list(value)!r}.")
+    return [low, high]
+
+
+def _check_floats(label, value, info):
+    if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
+        raise ValueError(f"{label} must be a list of 1 or 3 numbers (one per channel), got {value!r}.")
+    return [_number(label, v, info) for v in value]
+
+
+_CHECKS = {
+    "int": lambda label, value, info: _number(label, value, info, integer=True),
+    "float": _number,
+    "size": _check_size,
+    "range": _check_range,
+    "floats": _check_floats,
+}
+
+
+def _validate_step(position, step):
+    if not isinstance(step, dict) or "op" not in step:
+        raise ValueError(f"Spec entry {position} must be a dict with an 'op' key, got {step!r}.")
+    name = step["op"]
+    if name not in OPS:
+        raise ValueError(f"Unknown op {name!r}; supported ops are: {', '.join(OPS)}.")
+    params = OPS[name]["params"]
+    unknown = sorted(set(step) - {"op"} - set(params))
+    if unknown:
+        raise ValueError(f"{name}: unknown parameter {unknown[0]!r}; expected {', '.join(params)}.")
+
+    normalised = {"op": name}
+    for pname, info in params.items():
+        if pname in step:
+            normalised[pname] = _CHECKS[info["type"]](f"{name}: {pname}", step[pname], info)
+        elif info["required"]:
+            raise ValueError(f"{name}: missing required parameter {pname!r}.")
+        else:
+            default = info["default"]
+            normalised[pname] = list(default) if isinstance(default, list) else default
+
+    if name == "GaussianBlur" and normalised["kernel_size"] % 2 == 0:
+        raise ValueError(f"GaussianBlur: kernel_size must be odd, got {normalised['kernel_size']}.")
+    if name == "Normalize" and len(normalised["mean"]) != len(normalised["std"]):
+        raise ValueError(
+            f"Normalize: mean and std must have the same length, "
+            f"got {len(normalised['mean'])} and {len(normalised['std'])}."
+        )
+    return normalised
+
+
+def validate_spec(spec):
+    """Check a spec and return a normalised copy: defaults filled in, pairs as lists.
+
+    Raises ValueError with a sentence naming the op and parameter at fault.
+    """
+    if not isinstance(spec, (list, tuple)):
+        raise ValueError(f"An augmentation spec must be a list of {{'op': ...}} dicts, got {type(spec).__name__}.")
+    steps = [_validate_step(i, step) for i, step in enumerate(spec)]
+    for i, step in enumerate(steps[:-1]):
+        # Normalize turns pixels into floats around 0, so anything after it (e.g. erasing with
+        # value 0) would mean something different in BatchAugmenter, which works on pixels.
+        if step["op"] == "Normalize":
+            raise ValueError(f"Normalize must be the last op, but it is op {i + 1} of {len(steps)}.")
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-image pipelines and code
+
+
+def _v2_calls(spec):
+    """The (class name, kwargs) list that both build_transform and to_code use, so the code a
+    student pastes is exactly the pipeline the app runs."""
+    calls = []
+    for step in validate_spec(spec):
+        if step["op"] == "Normalize":
+            # v2.Normalize needs a float tensor; convert uint8 tensors or PIL images to [0, 1] first.
+            calls += [("ToImage", {}), ("ToDtype", {"dtype": torch.float32, "scale": True})]
+        calls.append((step["op"], {k: v for k, v in step.items() if k != "op"}))
+    # v2.Compose refuses an empty list.
+    return calls or [("Identity", {})]
+
+
+def build_transform(spec):
+    """A ``v2.Compose`` applying ``spec`` to one image: a uint8 (C, H, W) tensor or a PIL image."""
+    return v2.Compose([getattr(v2, name)(**kwargs) for name, kwargs in _v2_calls(spec)])
+
+
+def to_code(spec):
+    """Python source that builds the same pipeline as ``build_transform(spec)``."""
+    lines = ["import torch", "from torchvision.transforms import v2", "", "transform = v2.Compose(["]
+    for name, kwargs in _v2_calls(spec):
+        args = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        lines.append(f"    v2.{name}({args}),")
+    lines.append("])")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def _resize_square(x, image_size):
+    """Resize a batch to image_size x image_size unless it already is (bilinear, antialiased,
+    the same kernel v2.Resize uses, so uint8 in gives the same uint8 out)."""
+    if tuple(x.shape[-2:]) == (image_size, image_size):
+        return x
+    return TF.resize(x, [image_size, image_size], antialias=True)
+
+
+def preprocess_batch(x, image_size, mean, std):
+    """The test-time transform for a uint8 batch (N, C, H, W) -> float32 (N, C, S, S).
+
+    Resizes to ``image_size`` x ``image_size`` when needed, scales to [0, 1] and normalizes
+    with per-channel ``mean`` and ``std`` (sequences of 1 or C numbers).
+    """
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"preprocess_batch expects a uint8 (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}.")
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+    if mean.shape[1] not in (1, x.shape[1]) or std.shape[1] not in (1, x.shape[1]):
+        raise ValueError(f"mean and std need 1 or {x.shape[1]} values, got {mean.shape[1]} and {std.shape[1]}.")
+    x = _resize_square(x, image_size)
+    return (x.float() * (1.0 / 255) - mean) / std
+
+
+# Random draws are made on the generator's device, whatever it is, then moved to the batch.
+
+
+def _uniform(gen, shape, low, high, device, dtype=torch.float32):
+    u = torch.rand(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
+    return low + (high - low) * u
+
+
+def _randint_below(gen, high, n, device):
+    """One integer in [0, high) per image; ``high`` may differ per image. float64 so the
+    product never rounds up to ``high``."""
+    return (_uniform(gen, n, 0.0, 1.0, device, torch.float64) * high).long()
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+# All batch ops take and return float32 batches holding whole numbers in [0, 255]: each one
+# rounds or truncates like torchvision's uint8 kernel, so the result matches a uint8 pipeline.
+
+
+def _crop(x, top, left, height, width):
+    """Crop a (height, width) window at a per-image (top, left) with a single gather."""
+    n, c, h, w = x.shape
+    rows = top[:, None] + torch.arange(height, device=x.device)
+    cols = left[:, None] + torch.arange(width, device=x.device)
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, height * width)
+    return x.reshape(n, c, h * w).gather(2, index.expand(n, c, -1)).reshape(n, c, height, width)
+
+
+def _random_crop(x, gen, size, padding):
+    height, width = _pair(size)
+    if padding:
+        x = nnf.pad(x, [padding] * 4)  # zeros, like v2.RandomCrop's default fill
+    n, _, h, w = x.shape
+    if h < height or w < width:
+        raise ValueError(f"RandomCrop: crop size {(height, width)} is larger than the padded image size {(h, w)}.")
+    top = _randint_below(gen, h - height + 1, n, x.device)
+    left = _randint_below(gen, w - width + 1, n, x.device)
+    return _crop(x, top, left, height, width)
+
+
+def _flip_some(x, gen, p, dim):
+    chosen = _uniform(gen, x.shape[0], 0.0, 1.0, x.device) < p
+    return torch.where(chosen[:, None, None, None], x.flip(dim), x)
+
+
+def _random_horizontal_flip(x, gen, p):
+    return _flip_some(x, gen, p, -1)
+
+
+def _random_vertical_flip(x, gen, p):
+    return _flip_some(x, gen, p, -2)
+
+
+def _grayscale(x):
+    """(N, 1, H, W) luma, truncated to whole values as torchvision does for uint8 images."""
+    r, g, b = x.unbind(1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(1)
+
+
+def _blend(image, other, ratio):
+    """torchvision's uint8 blend: image * ratio + other * (1 - ratio), clamped and truncated."""
+    return (image * ratio + other * (1 - ratio)).clamp_(0, 255).floor_()
+
+
+def _adjust_brightness(x, factor):
+    return (x * factor).clamp_(0, 255).floor_()
+
+
+def _adjust_contrast(x, factor):
+    grey = _grayscale(x) if x.shape[1] == 3 else x
+    return _blend(x, grey.mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def _adjust_saturation(x, factor):
+    if x.shape[1] == 1:  # grey images have no saturation (torchvision leaves them as they are)
+        return x
+    return _blend(x, _grayscale(x), factor)
+
+
+def _adjust_hue(x, shift):
+    """Rotate each image's hue by ``shift`` turns, like v2.functional.adjust_hue's RGB -> HSV ->
+    RGB round trip, written out as a few batched ops (torchvision's version is ~5x slower)."""
+    if x.shape[1] == 1:  # grey images have no hue (torchvision leaves them as they are)
+        return x
+    r, g, b = x.unbind(1)
+    low, high = torch.aminmax(x, dim=1)
+    spread = high - low  # V * S in HSV terms
+    # Hue in sixths of a turn, with torchvision's tie-breaking between channels.
+    sixths = torch.where(high == r, g - b, torch.where(high == g, b - r + 2 * spread, r - g + 4 * spread))
+    # Greys have spread 0 and an arbitrary hue; the clamp only avoids 0 / 0.
+    sixths = sixths / spread.clamp(min=1e-6) + 6 * shift.reshape(-1, 1, 1)
+    # Closed form of HSV -> RGB: channel = V - V*S * clamp(min(k, 4 - k), 0, 1),
+    # with k = (n + hue in sixths) mod 6 and n = 5, 3, 1 for R, G, B.
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device).reshape(1, 3, 1, 1)
+    k = (sixths.unsqueeze(1) + n).remainder_(6)
+    rgb = high.unsqueeze(1) - spread.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
+    # torchvision's float -> uint8 conversion: scale [0, 1] by 255.999 and truncate.
+    return rgb.mul_(255.999 / 255).floor_()
+
+
+def _color_jitter(x, gen, brightness, contrast, saturation, hue):
+    n = x.shape[0]
+    jitters = [
+        (brightness, max(0.0, 1 - brightness), 1 + brightness, _adjust_brightness),
+        (contrast, max(0.0, 1 - contrast), 1 + contrast, _adjust_contrast),
+        (saturation, max(0.0, 1 - saturation), 1 + saturation, _adjust_saturation),
+        (hue, -hue, hue, _adjust_hue),
+    ]
+    # torchvision draws one order per call, i.e. per image. One order per batch keeps this
+    # vectorised; each image's order is still uniformly random, only a batch shares it.
+    for i in torch.randperm(4, generator=gen, device=gen.device).tolist():
+        amount, low, high, adjust = jitters[i]
+        if amount:
+            x = adjust(x, _uniform(gen, n, low, high, x.device).reshape(n, 1, 1, 1))
+    return x
+
+
+def _rotate(x, degrees):
+    """Rotate each image counter-clockwise by its own angle about the centre (nearest, fill 0),
+    like v2.functional.rotate."""
+    n, c, h, w = x.shape
+    angle = torch.deg2rad(degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    # torchvision's output -> input pixel map, rescaled to grid_sample's [-1, 1] coordinates.
+    theta = torch.stack(
+        [torch.stack([cos, -sin * (h / w), zero], dim=1), torch.stack([sin * (w / h), cos, zero], dim=1)], dim=1
+    )
+    grid = nnf.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return nnf.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def _random_rotation(x, gen, degrees):
+    return _rotate(x, _uniform(gen, x.shape[0], -degrees, degrees, x.device))
+
+
+def _resize_weights(start, length, in_size, out_size):
+    """Per-image (N, out_size, in_size) matrices resizing the window [start, start + length).
+
+    These are the weights of PyTorch's antialiased bilinear interpolation (the kernel behind
+    v2.functional.resized_crop): a triangle filter, widened when shrinking, limited to the window
+    and normalised. So a resized crop is two batched matrix products, exact for any crop size.
+    """
+    scale = (length / out_size)[:, None, None]  # input pixels per output pixel
+    centre = start[:, None, None] + scale * (torch.arange(out_size, device=start.device) + 0.5)[:, None]
+    pixel = torch.arange(in_size, device=start.device) + 0.5
+    weights = (1 - (pixel - centre).abs() / scale.clamp(min=1.0)).clamp_(min=0)
+    inside = (pixel >= start[:, None, None]) & (pixel < (start + length)[:, None, None])
+    weights = weights * inside
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def _resized_crop(x, top, left, height, width, size):
+    """Crop a per-image box and resize it to ``size`` (bilinear, antialiased, rounded)."""
+    out_h, out_w = _pair(size)
+    rows = _resize_weights(top.float(), height.float(), x.shape[2], out_h)
+    cols = _resize_weights(left.float(), width.float(), x.shape[3], out_w)
+    return (rows[:, None] @ x @ cols[:, None].transpose(-1, -2)).round_()
+
+
+def _random_boxes(gen, n, area, scale, ratio, device):
+    """``n`` x 10 candidate box sides drawn like RandomResizedCrop / RandomErasing do: uniform
+    area fraction, log-uniform aspect ratio r, rounded. Returns (sqrt(area / r), sqrt(area * r))."""
+    target = area * _uniform(gen, (n, 10), scale[0], scale[1], device, torch.float64)
+    aspect = torch.exp(_uniform(gen, (n, 10), math.log(ratio[0]), math.log(ratio[1]), device, torch.float64))
+    return torch.sqrt(target / aspect).round(), torch.sqrt(target * aspect).round()
+
+
+def _first_valid(values, valid):
+    """Per row, the value at the first valid attempt (torchvision tries up to 10 times)."""
+    return values.gather(1, valid.int().argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def _random_resized_crop(x, gen, size, scale, ratio):
+    n, _, height, width = x.shape
+    h, w = _random_boxes(gen, n, height * width, scale, ratio, x.device)
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    found = valid.any(dim=1)
+    h, w = _first_valid(h, valid).long(), _first_valid(w, valid).long()
+
+    # When all 10 attempts fail, torchvision takes the largest central crop within `ratio`.
+    if width / height < ratio[0]:
+        fallback_w, fallback_h = width, int(round(width / ratio[0]))
+    elif width / height > ratio[1]:
+        fallback_w, fallback_h = int(round(height * ratio[1])), height
+    else:
+        fallback_w, fallback_h = width, height
+    h = torch.where(found, h, fallback_h)
+    w = torch.where(found, w, fallback_w)
+    top = torch.where(found, _randint_below(gen, height - h + 1, n, x.device), (height - fallback_h) // 2)
+    left = torch.where(found, _randint_below(gen, width - w + 1, n, x.device), (width - fallback_w) // 2)
+    return _resized_crop(x, top, left, h, w, size)
+
+
+def _random_grayscale(x, gen, p):
+    if x.shape[1] == 1:  # already grey; torchvision returns it unchanged
+        return x
+    chosen = _uniform(gen, x.shape[0], 0.0, 1.0, x.device) < p
+    return torch.where(chosen[:, None, None, None], _grayscale(x).expand_as(x), x)
+
+
+def _blur(x, sigma, kernel_size):
+    """Gaussian blur with a per-image sigma: torchvision's kernel and reflect padding, applied
+    as two 1-D grouped convolutions (one group per image and channel)."""
+    n, c, h, w = x.shape
+    limit = (kernel_size - 1) / (2 * math.sqrt(2))
+    taps = torch.linspace(-limit, limit, kernel_size, device=x.device)
+    kernels = torch.softmax(-((taps / sigma[:, None]) ** 2), dim=1).repeat_interleave(c, dim=0)
+    pad = kernel_size // 2
+    planes = nnf.pad(x, [pad] * 4, mode="reflect").reshape(1, n * c, h + 2 * pad, w + 2 * pad)
+    planes = nnf.conv2d(planes, kernels.reshape(n * c, 1, 1, kernel_size), groups=n * c)
+    planes = nnf.conv2d(planes, kernels.reshape(n * c, 1, kernel_size, 1), groups=n * c)
+    return planes.reshape(n, c, h, w).round_()
+
+
+def _gaussian_blur(x, gen, kernel_size, sigma):
+    return _blur(x, _uniform(gen, x.shape[0], sigma[0], sigma[1], x.device), kernel_size)
+
+
+def _random_erasing(x, gen, p, scale, ratio, value):
+    n, _, height, width = x.shape
+    # RandomErasing's ratio is height / width, the inverse of RandomResizedCrop's.
+    w, h = _random_boxes(gen, n, height * width, scale, ratio, x.device)
+    valid = (h < height) & (w < width)
+    # torchvision erases nothing when all 10 attempts fail.
+    erase = (_uniform(gen, n, 0.0, 1.0, x.device) < p) & valid.any(dim=1)
+    h, w = _first_valid(h, valid).long(), _first_valid(w, valid).long()
+    top = _randint_below(gen, height - h + 1, n, x.device)
+    left = _randint_below(gen, width - w + 1, n, x.device)
+
+    rows = torch.arange(height, device=x.device)
+    cols = torch.arange(width, device=x.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]
+    return x.masked_fill(mask[:, None], value)
+
+
+def _resize(x, gen, size):
+    return TF.resize(x, size, antialias=True).round_()
+
+
+def _center_crop(x, gen, size):
+    return TF.center_crop(x, list(_pair(size)))
+
+
+_BATCH_OPS = {
+    "Resize": _resize,
+    "CenterCrop": _center_crop,
+    "RandomCrop": _random_crop,
+    "RandomHorizontalFlip": _random_horizontal_flip,
+    "RandomVerticalFlip": _random_vertical_flip,
+    "ColorJitter": _color_jitter,
+    "RandomRotation": _random_rotation,
+    "RandomResizedCrop": _random_resized_crop,
+    "RandomGrayscale": _random_grayscale,
+    "GaussianBlur": _gaussian_blur,
+    "RandomErasing": _random_erasing,
+}
+
+
+class BatchAugmenter:
+    """Apply a spec to a uint8 batch (N, C, H, W) with independent random parameters per image.
+
+    Every op is vectorised over the batch and draws its parameters from the same distributions
+    as the torchvision v2 transform of the same name, and rounds/truncates like its uint8
+    kernel, so each augmented image is distributed as ``build_transform(spec)(image)`` would be.
+    The random numbers come from ``generator`` (not torch's global RNG), so they differ from
+    torchvision's for the same seed, but a given generator state always gives the same batch.
+
+    Differences from the per-image pipeline, all deliberate:
+
+    - Batches whose size is not ``image_size`` x ``image_size`` are first resized to it (as
+      ``preprocess_batch`` does at test time), so specs written for ``image_size`` fit.
+    - ``Normalize`` is skipped: it belongs to ``preprocess_batch``-style float conversion, and
+      returning uint8 keeps the uint8 -> float step in one place.
+    - ``ColorJitter`` uses one random order of its four adjustments per batch instead of per
+      image (each image's order is still uniformly random; images of a batch share it).
+    """
+
+    def __init__(self, spec, image_size):
+        self.spec = validate_spec(spec)
+        self.image_size = image_size
+        self._steps = [
+            (_BATCH_OPS[step["op"]], {k: v for k, v in step.items() if k != "op"})
+            for step in self.spec
+            if step["op"] != "Normalize"
+        ]
+
+    def __call__(self, x, generator):
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise ValueError(f"BatchAugmenter expects a uint8 (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}.")
+        out = _resize_square(x, self.image_size).float()
+        for apply, params in self._steps:
+            out = apply(out, generator, **params)
+        return out.to(torch.uint8)

@@ -1,0 +1,93 @@
+"""Classify tab: try one or more checkpoints on your own image, photo or drawing.
+
+A drawing goes to a 28×28 digit model the way MNIST was made (`vision_lab.sketch.mnist_style`);
+every model shows the input it really gets next to its top-5 answer.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import common
+from .feature_maps import (checkpoint_dropdown, choose_input, load_cached, model_input,
+                           refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees)
+
+MAX_MODELS = 3
+
+
+def classify(settings, image, sketch=None, checkpoints=None, source="image", digit_mode=True):
+    """Every chosen checkpoint's answer for one image.
+
+    Returns a list of {"checkpoint", "path", "top": [{"label", "prob"}, ... all classes, most likely
+    first]} and, per checkpoint, the input it saw (H, W, 3 uint8, enlarged).
+    """
+    from ..inspect import predict
+
+    if isinstance(checkpoints, str):
+        checkpoints = [checkpoints]
+    checkpoints = [c for c in (checkpoints or []) if c]
+    if not checkpoints:
+        raise gr.Error("Choose at least one checkpoint.", print_exception=False)
+    if len(checkpoints) > MAX_MODELS:
+        raise gr.Error(f"Choose at most {MAX_MODELS} checkpoints.", print_exception=False)
+    image, drawn = choose_input(source, image, sketch)
+    results, seen = [], []
+    for value in checkpoints:
+        ckpt = load_cached(resolve_checkpoint(settings, value))
+        x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
+        # All classes, so the probabilities add up to 1; the Label shows the top 5.
+        top = predict(ckpt.model, x, ckpt.classes, top_k=len(ckpt.classes))[0]
+        results.append({"checkpoint": ckpt.path.stem, "path": str(ckpt.path),
+                        "top": [{"label": label, "prob": round(prob, 6)} for label, prob in top]})
+        seen.append(shown)
+    return results, seen
+
+
+def build(settings, tab=None) -> None:
+    gr.Markdown("Classify your own image with one to three checkpoints side by side. Drawings are "
+                "converted the way MNIST was made for 28×28 digit models.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            source, image, sketch = source_tabs(settings)
+            examples = common.example_images(settings)
+            if examples:
+                gr.Examples(examples=[[p] for p in examples], inputs=[image],
+                            label="Bundled examples", examples_per_page=12)
+        with gr.Column(scale=1, min_width=320):
+            checkpoints = checkpoint_dropdown(settings, label=f"Checkpoints (up to {MAX_MODELS})",
+                                              multiselect=True)
+            digit_mode = gr.Checkbox(value=True, label="Digit models: convert uploads like MNIST "
+                                     "(white digit on black, cropped, centred)")
+            run_btn = gr.Button("Classify", variant="primary")
+            with gr.Accordion("What the API returns (JSON)", open=False):
+                raw = gr.JSON(label="Results")
+    labels, seens = [], []
+    with gr.Row(equal_height=False):
+        for i in range(MAX_MODELS):
+            with gr.Column(min_width=240):
+                labels.append(gr.Label(label="Top 5", num_top_classes=5, visible=i == 0))
+                seens.append(gr.Image(label="What this model sees", height=220, format="png",
+                                      interactive=False, visible=i == 0))
+
+    @common.friendly_errors
+    def handle(image, sketch, checkpoints, source, digit_mode):
+        results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode)
+        label_updates, seen_updates = [], []
+        for i in range(MAX_MODELS):
+            if i < len(results):
+                r = results[i]
+                label_updates.append(gr.update(
+                    value={t["label"]: t["prob"] for t in r["top"]}, label=r["checkpoint"],
+                    visible=True))
+                seen_updates.append(gr.update(value=seen[i], label=f"What {r['checkpoint']} sees",
+                                              visible=True))
+            else:
+                label_updates.append(gr.update(value=None, visible=False))
+                seen_updates.append(gr.update(value=None, visible=False))
+        return [results, *label_updates, *seen_updates]
+
+    run_btn.click(handle, [image, sketch, checkpoints, source, digit_mode],
+                  [raw, *labels, *seens], api_name="classify", concurrency_limit=2)
+
+    if tab is not None:
+        tab.select(lambda current: refreshed_choices(settings, current, multiselect=True),
+                   [checkpoints], [checkpoints], api_name=False, queue=False)

@@ -1,0 +1,258 @@
+"""Helpers shared by the tabs: library errors as gr.Error, a small dataset cache, checkpoint
+picker choices and images from an upload, a bundled example or a dataset sample."""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+FOLDER_UPLOAD = "your own images (upload a zip)"
+# Errors the library raises for things a user did (RuntimeError covers DatasetUnavailable,
+# PretrainedWeightsUnavailable; ValueError covers CheckpointError, ImageError and bad options).
+USER_ERRORS = (ValueError, RuntimeError, OSError)
+
+
+def user_error(e: BaseException) -> gr.Error:
+    message = str(e).strip() or type(e).__name__
+    return gr.Error(message, print_exception=False)
+
+
+def friendly_errors(fn):
+    """Turn the library's errors into gr.Error with the library's own sentence (no traceback)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except USER_ERRORS as e:
+                raise user_error(e) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except USER_ERRORS as e:
+            raise user_error(e) from None
+    return wrapper
+
+
+# ---- datasets -----------------------------------------------------------------------------------
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 3
+SHAPES_FULL = (10_000, 2_000)
+
+
+def dataset_choices() -> list[str]:
+    from ..datasets import list_datasets
+
+    return list_datasets()
+
+
+def load_data(name: str, data_root: str | None = None, subset_train: int | None = None,
+              subset_test: int | None = None, seed: int = 0, image_size: int | None = None):
+    """`load_dataset`, remembering the last few results (the same data is asked for again and
+    again: a second run, a comparison, the Augment tab's samples). Callers must not modify it."""
+    from ..datasets import load_dataset
+
+    subset_train = int(subset_train) if subset_train else None
+    subset_test = int(subset_test) if subset_test else None
+    key = (name, data_root, subset_train, subset_test, seed, image_size)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    options = {}
+    if name == "shapes":
+        # shapes is generated on the fly: make only as many images as asked for, not 12,000
+        # to then throw most away (generation is the slow part).
+        options = {"n_train": subset_train or SHAPES_FULL[0], "n_test": subset_test or SHAPES_FULL[1]}
+        subset_train = subset_test = None
+    if name.startswith("folder:") and image_size:
+        options["image_size"] = int(image_size)
+    data = load_dataset(name, data_root=data_root, subset_train=subset_train,
+                        subset_test=subset_test, seed=seed, **options)
+    with _CACHE_LOCK:
+        _CACHE[key] = data
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return data
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+def checkpoint_choices(settings) -> list[tuple[str, str]]:
+    """(label, path) for every checkpoint in the shipped folder and the runs folder, newest first."""
+    from ..checkpoints import list_checkpoints
+
+    choices = []
+    for info in list_checkpoints(*settings.checkpoint_dirs):
+        acc = f", test acc {info.test_acc:.1%}" if info.test_acc is not None else ""
+        choices.append((f"{info.name} ({info.model} on {info.dataset}{acc})", str(info.path)))
+    return choices
+
+
+# ---- images -------------------------------------------------------------------------------------
+
+def example_images(settings) -> list[str]:
+    """Paths of the bundled example images (whatever is in examples/ right now)."""
+    folder = Path(settings.examples_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def dataset_sample(name: str, index: int, data_root: str | None = None, split: str = "test"):
+    """One uint8 (C, H, W) image of a dataset and its class name."""
+    data = load_data(name, data_root, subset_train=None if name != "shapes" else 200,
+                     subset_test=None if name != "shapes" else 200)
+    images = data.test_images if split == "test" else data.train_images
+    labels = data.test_labels if split == "test" else data.train_labels
+    i = int(index) % len(images)
+    return images[i], data.classes[int(labels[i])]
+
+
+def chw_to_numpy(image):
+    """uint8 (C, H, W) tensor -> (H, W, 3) numpy array for gr.Image / gr.Gallery."""
+    a = image.permute(1, 2, 0).numpy()
+    if a.shape[2] == 1:
+        a = a.repeat(3, axis=2)
+    return a
+
+
+def enlarge(array, min_side: int = 128):
+    """Nearest-neighbour upscale of small images so 28 or 32 px stay crisp in the browser."""
+    import numpy as np
+
+    factor = max(1, -(-min_side // max(array.shape[0], array.shape[1])))
+    return np.kron(array, np.ones((factor, factor, 1), dtype=array.dtype)) if factor > 1 else array
+
+
+def figure(fig):
+    """Hand a matplotlib figure to gr.Plot (kept as one function in case we switch to images)."""
+    return fig
+
+
+# ---- runs: one Stop button per browser session, and who is waiting ------------------------------
+
+class RunRegistry:
+    """Stop events of the trainings each session started (running or waiting in the queue).
+
+    Stop sets an event rather than cancelling the Gradio event: the training thread then ends
+    within one batch and keeps its last finished epoch, and the handler still reports it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._events: dict[str, list[threading.Event]] = {}
+        self.running = 0
+
+    def queue(self, session: str) -> threading.Event:
+        """A new run's stop event, made when Start is pressed (before the queue lets it run)."""
+        event = threading.Event()
+        event.claimed = False
+        with self._lock:
+            self._events.setdefault(session, []).append(event)
+        return event
+
+    def claim(self, session: str) -> threading.Event:
+        """The run's stop event as it starts (made now for API callers that skipped `queue`)."""
+        with self._lock:
+            for event in self._events.get(session, []):
+                if not event.claimed:
+                    break
+            else:
+                event = threading.Event()
+                self._events.setdefault(session, []).append(event)
+            event.claimed = True
+            self.running += 1
+        return event
+
+    def release(self, session: str, event: threading.Event) -> None:
+        with self._lock:
+            self.running -= 1
+            events = self._events.get(session, [])
+            if event in events:
+                events.remove(event)
+            if not events:
+                self._events.pop(session, None)
+
+    def stop(self, session: str) -> int:
+        """Stop every run of this session; returns how many there were."""
+        with self._lock:
+            events = list(self._events.get(session, []))
+        for event in events:
+            event.set()
+        return len(events)
+
+
+RUNS = RunRegistry()
+
+
+def session_of(request) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def queue_message(settings) -> str:
+    busy = RUNS.running
+    if busy >= settings.max_concurrent_trainings:
+        limit = settings.max_concurrent_trainings
+        return (f"⏳ **Waiting:** {busy} training(s) already running and this server runs "
+                f"{limit} at a time. Yours starts as soon as one finishes (Stop cancels it).")
+    return "Starting …"
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def run_in_thread(events, stop: threading.Event):
+    """Drain the generator `events` in a background thread; returns (thread, queue).
+
+    The queue gets every event, then an exception if one was raised, then None.
+    """
+    import queue as _queue
+
+    q: _queue.Queue = _queue.Queue()
+
+    def worker():
+        try:
+            for ev in events:
+                q.put(ev)
+        except BaseException as e:  # noqa: BLE001 - handed to the UI thread to report
+            q.put(e)
+        finally:
+            q.put(None)
+
+    thread = threading.Thread(target=worker, daemon=True, name="vision-lab-training")
+    thread.start()
+    return thread, q
+
+
+def drain(q, timeout: float):
+    """Events waiting in q, blocking up to `timeout` for the first one."""
+    import queue as _queue
+
+    items = []
+    try:
+        items.append(q.get(timeout=timeout))
+        while True:
+            items.append(q.get_nowait())
+    except _queue.Empty:
+        pass
+    return items
