@@ -125,5 +125,6 @@ def test_the_mnist_checkpoint_reads_hand_drawn_digits():
     }
     x = torch.stack([mnist_style(img) for img in drawings.values()])
     top = [row[0][0] for row in predict(ckpt.model, ckpt.preprocessing(x), ckpt.classes, top_k=1)]
-    right = sum(label == digit for label, digit in zip(top, drawings))
+    # torchvision names the classes "7 - seven"
+    right = sum(label.split()[0] == digit for label, digit in zip(top, drawings))
     assert right >= len(drawings) - 1, dict(zip(drawings, top))

@@ -59,7 +59,8 @@ def test_every_op_gives_expected_shape(step, size, channels):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_normalize_gives_floats_and_is_skipped_by_batch_augmenter(channels):
-    spec = [{"op": "RandomHorizontalFlip"}, {"op": "Normalize", "mean": [0.5] * channels, "std": [0.25] * channels}]
+    normalize = {"op": "Normalize", "mean": [0.5] * channels, "std": [0.25] * channels}
+    spec = [{"op": "RandomHorizontalFlip"}, normalize]
     x = smooth_images(4, channels, 32)
     single = T.build_transform(spec)(x[0])
     assert single.shape == (channels, 32, 32) and single.dtype == torch.float32
@@ -90,7 +91,10 @@ def test_ops_table_is_plain_data_with_ui_ranges():
 
 
 def test_validate_spec_normalises_without_mutating():
-    spec = [{"op": "RandomResizedCrop", "size": (24, 32), "scale": (0.5, 1)}, {"op": "GaussianBlur", "sigma": 1.5}]
+    spec = [
+        {"op": "RandomResizedCrop", "size": (24, 32), "scale": (0.5, 1)},
+        {"op": "GaussianBlur", "sigma": 1.5},
+    ]
     original = json.loads(json.dumps(spec))
     assert T.validate_spec(spec) == [
         {"op": "RandomResizedCrop", "size": [24, 32], "scale": [0.5, 1], "ratio": [3 / 4, 4 / 3]},
@@ -102,24 +106,48 @@ def test_validate_spec_normalises_without_mutating():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ([{"op": "RandomRotation", "degrees": 400}], "RandomRotation: degrees must be between 0 and 180, got 400."),
-        ([{"op": "RandomHorizontalFlip", "p": 1.5}], "RandomHorizontalFlip: p must be between 0 and 1, got 1.5."),
+        (
+            [{"op": "RandomRotation", "degrees": 400}],
+            "RandomRotation: degrees must be between 0 and 180, got 400.",
+        ),
+        (
+            [{"op": "RandomHorizontalFlip", "p": 1.5}],
+            "RandomHorizontalFlip: p must be between 0 and 1, got 1.5.",
+        ),
         ([{"op": "RandomHorizontalFlip", "p": True}], "RandomHorizontalFlip: p must be a number, got True."),
         ([{"op": "ColorJitter", "hue": 0.7}], "ColorJitter: hue must be between 0 and 0.5, got 0.7."),
-        ([{"op": "ColorJitter", "brightness": -0.1}], "ColorJitter: brightness must be at least 0, got -0.1."),
+        (
+            [{"op": "ColorJitter", "brightness": -0.1}],
+            "ColorJitter: brightness must be at least 0, got -0.1.",
+        ),
         ([{"op": "Resize"}], "Resize: missing required parameter 'size'."),
         ([{"op": "RandomCrop", "size": 32.5}], "RandomCrop: size must be a whole number, got 32.5."),
-        ([{"op": "RandomCrop", "size": [1, 2, 3]}], "RandomCrop: size must be an integer or a [height, width] pair"),
-        ([{"op": "RandomCrop", "size": 32, "pad": 4}], "RandomCrop: unknown parameter 'pad'; expected size, padding."),
+        (
+            [{"op": "RandomCrop", "size": [1, 2, 3]}],
+            "RandomCrop: size must be an integer or a [height, width] pair",
+        ),
+        (
+            [{"op": "RandomCrop", "size": 32, "pad": 4}],
+            "RandomCrop: unknown parameter 'pad'; expected size, padding.",
+        ),
         ([{"op": "GaussianBlur", "kernel_size": 4}], "GaussianBlur: kernel_size must be odd, got 4."),
-        ([{"op": "GaussianBlur", "sigma": [2, 1]}], "GaussianBlur: sigma must be a [min, max] pair with min <= max"),
+        (
+            [{"op": "GaussianBlur", "sigma": [2, 1]}],
+            "GaussianBlur: sigma must be a [min, max] pair with min <= max",
+        ),
         (
             [{"op": "RandomResizedCrop", "size": 32, "scale": [0, 1]}],
             "RandomResizedCrop: scale must be greater than 0 and at most 1, got 0.",
         ),
         ([{"op": "RandomErasing", "value": 300}], "RandomErasing: value must be between 0 and 255, got 300."),
-        ([{"op": "Normalize", "mean": [0.5, 0.5], "std": [0.5, 0.5]}], "Normalize: mean must be a list of 1 or 3"),
-        ([{"op": "Normalize", "mean": [0.5] * 3, "std": [0.5]}], "Normalize: mean and std must have the same length"),
+        (
+            [{"op": "Normalize", "mean": [0.5, 0.5], "std": [0.5, 0.5]}],
+            "Normalize: mean must be a list of 1 or 3",
+        ),
+        (
+            [{"op": "Normalize", "mean": [0.5] * 3, "std": [0.5]}],
+            "Normalize: mean and std must have the same length",
+        ),
         (
             [{"op": "Normalize", "mean": [0.5], "std": [0.5]}, {"op": "RandomErasing"}],
             "Normalize must be the last op, but it is op 1 of 2.",
@@ -197,7 +225,8 @@ def test_batch_augmenter_resizes_other_sizes_to_image_size():
 
 def test_flips_are_independent_per_image():
     ramp = torch.arange(32, dtype=torch.uint8).mul(8).expand(256, 3, 32, 32)
-    out = T.BatchAugmenter([{"op": "RandomHorizontalFlip", "p": 0.5}], 32)(ramp, torch.Generator().manual_seed(0))
+    augment = T.BatchAugmenter([{"op": "RandomHorizontalFlip", "p": 0.5}], 32)
+    out = augment(ramp, torch.Generator().manual_seed(0))
     flipped = (out == ramp.flip(-1)).flatten(1).all(dim=1)
     unchanged = (out == ramp).flatten(1).all(dim=1)
     assert torch.all(flipped ^ unchanged)
@@ -206,7 +235,8 @@ def test_flips_are_independent_per_image():
 
 def test_crops_are_independent_per_image():
     x = smooth_images(1, 3, 32).expand(64, -1, -1, -1)
-    out = T.BatchAugmenter([{"op": "RandomCrop", "size": 32, "padding": 4}], 32)(x, torch.Generator().manual_seed(0))
+    augment = T.BatchAugmenter([{"op": "RandomCrop", "size": 32, "padding": 4}], 32)
+    out = augment(x, torch.Generator().manual_seed(0))
     assert len(torch.unique(out.flatten(1), dim=0)) > 20
 
 
@@ -226,6 +256,9 @@ FIXED_SPECS = [
     [{"op": "GaussianBlur", "kernel_size": 5, "sigma": 1.3}],
     [{"op": "RandomResizedCrop", "size": 20, "scale": [1, 1], "ratio": [1, 1]}],
     [{"op": "RandomResizedCrop", "size": 48, "scale": [1, 1], "ratio": [1, 1]}],
+    # No attempt fits, so both fall back: a central crop, and no erasing.
+    [{"op": "RandomResizedCrop", "size": 32, "scale": [0.99, 1], "ratio": [3, 4]}],
+    [{"op": "RandomErasing", "p": 1, "scale": [0.99, 1], "ratio": [1, 1]}],
     [{"op": "Resize", "size": [20, 40]}, {"op": "CenterCrop", "size": 18}],
     [{"op": "RandomRotation", "degrees": 0}, {"op": "ColorJitter"}, {"op": "RandomErasing", "p": 0}],
 ]
@@ -247,11 +280,11 @@ def test_batch_kernels_match_torchvision_for_given_parameters(channels):
     factors = [0.0, 0.6, 1.0, 1.4]
     shifts = [-0.5, -0.1, 0.2, 0.45]
     angles = [-20.0, 3.5, 45.0, 170.0]
-    per_image_factor = torch.tensor(factors).reshape(4, 1, 1, 1)
+    factor = torch.tensor(factors).reshape(4, 1, 1, 1)
     cases = [
-        (T._adjust_brightness(xf, per_image_factor), [TF.adjust_brightness(i, f) for i, f in zip(x, factors)]),
-        (T._adjust_contrast(xf, per_image_factor), [TF.adjust_contrast(i, f) for i, f in zip(x, factors)]),
-        (T._adjust_saturation(xf, per_image_factor), [TF.adjust_saturation(i, f) for i, f in zip(x, factors)]),
+        (T._adjust_brightness(xf, factor), [TF.adjust_brightness(i, f) for i, f in zip(x, factors)]),
+        (T._adjust_contrast(xf, factor), [TF.adjust_contrast(i, f) for i, f in zip(x, factors)]),
+        (T._adjust_saturation(xf, factor), [TF.adjust_saturation(i, f) for i, f in zip(x, factors)]),
         (T._adjust_hue(xf, torch.tensor(shifts)), [TF.adjust_hue(i, s) for i, s in zip(x, shifts)]),
         (T._rotate(xf, torch.tensor(angles)), [TF.rotate(i, a) for i, a in zip(x, angles)]),
     ]
@@ -288,7 +321,9 @@ def test_preprocess_batch_resizes_like_v2():
     x = smooth_images(3, 1, 40)
     out = T.preprocess_batch(x, 28, [0.1307], [0.3081])
     assert out.shape == (3, 1, 28, 28)
-    reference = v2.Compose([v2.Resize([28, 28]), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.1307], [0.3081])])
+    reference = v2.Compose(
+        [v2.Resize([28, 28]), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.1307], [0.3081])]
+    )
     assert torch.allclose(out, torch.stack([reference(image) for image in x]), atol=1e-5)
     with pytest.raises(ValueError, match="mean and std need 1 or 1 values"):
         T.preprocess_batch(x, 28, [0.5] * 3, [0.5] * 3)

@@ -24,6 +24,7 @@ import tarfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torchvision.datasets import MNIST, FashionMNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 DEFAULT_DATASET = "shapes"
 FOLDER_PREFIX = "folder:"
@@ -412,43 +416,38 @@ def _idx_present(dataset_class, data_root: Path) -> bool:
 
 
 def _download_idx(dataset_class, data_root: Path) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-
     folder = _idx_folder(dataset_class, data_root)
     for archive, md5 in dataset_class.resources:
-        for i, mirror in enumerate(dataset_class.mirrors):
+        errors = []
+        for mirror in dataset_class.mirrors:
             try:
                 download_and_extract_archive(mirror + archive, download_root=folder,
                                              filename=archive, md5=md5)
                 break
-            except Exception:
-                if i == len(dataset_class.mirrors) - 1:
-                    raise
-
-
-def _idx_loader(dataset_class, name: str, title: str, size_mb: int,
-                      mean: tuple[float, ...], std: tuple[float, ...]):
-    def load(data_root: Path, seed: int, progress=None) -> ImageData:
-        from torchvision.datasets.mnist import read_image_file, read_label_file
-
-        if not _idx_present(dataset_class, data_root):
-            _say(progress, f"Downloading {title} ({size_mb} MB) into {data_root}/ …")
-            try:
-                _download_idx(dataset_class, data_root)
             except Exception as error:
-                folder = _idx_folder(dataset_class, data_root).relative_to(data_root)
-                files = ", ".join(_idx_names(dataset_class))
-                raise _download_failed(title, data_root, f"its four files ({files}) in {folder}/") \
-                    from error
-        folder = _idx_folder(dataset_class, data_root)
-        splits = []
-        for prefix in ("train", "t10k"):
-            images = read_image_file(str(folder / f"{prefix}-images-idx3-ubyte"))
-            labels = read_label_file(str(folder / f"{prefix}-labels-idx1-ubyte"))
-            splits += [images.unsqueeze(1).contiguous(), labels.to(torch.int64)]
-        return ImageData(name, list(dataset_class.classes), 1, 28, mean, std, *splits, [])
+                errors.append(error)
+        else:
+            raise errors[-1]
 
-    return load
+
+def _load_idx(data_root: Path, seed: int, progress=None, *, dataset_class, name: str, title: str,
+              size_mb: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ImageData:
+    folder = _idx_folder(dataset_class, data_root)
+    if not _idx_present(dataset_class, data_root):
+        _say(progress, f"Downloading {title} ({size_mb} MB) into {data_root}/ …")
+        try:
+            _download_idx(dataset_class, data_root)
+        except Exception as error:
+            files = ", ".join(_idx_names(dataset_class))
+            where = folder.relative_to(data_root)
+            raise _download_failed(title, data_root, f"its four files ({files}) in {where}/") \
+                from error
+    splits = []
+    for prefix in ("train", "t10k"):
+        images = read_image_file(str(folder / f"{prefix}-images-idx3-ubyte"))
+        labels = read_label_file(str(folder / f"{prefix}-labels-idx1-ubyte"))
+        splits += [images.unsqueeze(1).contiguous(), labels.to(torch.int64)]
+    return ImageData(name, list(dataset_class.classes), 1, 28, mean, std, *splits, [])
 
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -466,8 +465,6 @@ def _cifar_present(data_root: Path) -> bool:
 
 
 def _download_cifar(data_root: Path) -> None:
-    from torchvision.datasets.utils import download_url
-
     download_url(_CIFAR_URL, str(data_root), md5=_CIFAR_MD5)
     wanted = {f"{_CIFAR_FOLDER}/{name}" for name in _CIFAR_TRAIN + _CIFAR_TEST}
     with tarfile.open(data_root / Path(_CIFAR_URL).name) as archive:
@@ -519,14 +516,13 @@ class _BuiltinSpec:
     options: frozenset[str] = frozenset({"progress"})
 
 
-def _mnist_family(name: str, title: str, size_mb: int, mean, std, description: str) -> _BuiltinSpec:
-    import torchvision.datasets
-
-    dataset_class = getattr(torchvision.datasets, title.replace("-", ""))
+def _mnist_family(dataset_class, name: str, title: str, size_mb: int, mean, std,
+                  description: str) -> _BuiltinSpec:
     return _BuiltinSpec(
         tuple(dataset_class.classes), 1, 28, description,
-        lambda root: _idx_present(dataset_class, root),
-        _idx_loader(dataset_class, name, title, size_mb, mean, std))
+        partial(_idx_present, dataset_class),
+        partial(_load_idx, dataset_class=dataset_class, name=name, title=title, size_mb=size_mb,
+                mean=mean, std=std))
 
 
 _BUILTIN = {
@@ -537,10 +533,10 @@ _BUILTIN = {
         lambda root: True, _load_shapes,
         frozenset({"n_train", "n_test", "shapes_seed", "progress"})),
     "mnist": _mnist_family(
-        "mnist", "MNIST", 12, (0.1307,), (0.3081,),
+        MNIST, "mnist", "MNIST", 12, (0.1307,), (0.3081,),
         "Handwritten digits 0–9: 28×28 grayscale, 60,000 training and 10,000 test images."),
     "fashion_mnist": _mnist_family(
-        "fashion_mnist", "FashionMNIST", 30, (0.2860,), (0.3530,),
+        FashionMNIST, "fashion_mnist", "Fashion-MNIST", 30, (0.2860,), (0.3530,),
         "Clothing photos in 10 classes: 28×28 grayscale, 60,000 training and 10,000 test images."),
     "cifar10": _BuiltinSpec(
         tuple(_CIFAR_CLASSES), 3, 32,
@@ -679,7 +675,6 @@ class _Layout:
     """Where the images are: class name -> files, per split (test is None to split them)."""
     train: dict[str, list[tuple[str, ...]]]
     test: dict[str, list[tuple[str, ...]]] | None
-    expected: str  # how the folder should look, for error messages
 
 
 def _children(tree: _Tree, prefix: tuple[str, ...]) -> tuple[set[str], bool]:
@@ -728,7 +723,7 @@ def _find_layout(tree: _Tree, shown_path: str) -> _Layout:
         train, test = _class_files(tree, prefix), None
         expected = "/".join([shown_path, *prefix, "<class name>/<images>"])
     _check_classes(train, test, shown_path, expected)
-    return _Layout(train, test, expected)
+    return _Layout(train, test)
 
 
 def _check_classes(train: dict, test: dict | None, shown_path: str, expected: str) -> None:
@@ -753,7 +748,7 @@ def _check_classes(train: dict, test: dict | None, shown_path: str, expected: st
 def _open_tree(path: Path, shown_path: str, max_bytes: int, max_files: int):
     """Scan a folder or zip; returns (tree, zip file to close or None)."""
     if not path.exists():
-        raise ValueError(f"'{shown_path}' does not exist.")
+        raise ValueError(f"The folder or zip file '{shown_path}' does not exist.")
     if path.is_dir():
         return _scan_directory(path), None
     try:

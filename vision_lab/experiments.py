@@ -54,17 +54,19 @@ def mlp_vs_cnn(dataset: str = "shapes", size: str = "default"):
 
 
 def batchnorm(dataset: str = "shapes", size: str = "default"):
-    # Plain SGD with a brisk learning rate is where BatchNorm helps most visibly.
-    common = dict(model="cnn", optimizer="sgd", lr=0.05, momentum=0.9)
+    # Plain SGD at lr 0.01: measured on shapes (2,000 images, 3 epochs) the BatchNorm CNN reaches
+    # about 0.8 test accuracy while the same CNN without it is still near chance (about 0.2).
+    common = dict(model="cnn", optimizer="sgd", lr=0.01, momentum=0.9)
     return [("CNN + BatchNorm", _base(dataset, size, model_options=_options("cnn", batch_norm=True), **common)),
             ("CNN, no BatchNorm", _base(dataset, size, model_options=_options("cnn", batch_norm=False), **common))]
 
 
 def augmentation(dataset: str = "shapes", size: str = "default"):
-    # Few training images, several epochs and no dropout: the plain model overfits, so the gap
-    # between train and test accuracy opens up; augmentation keeps it closed.
-    recipe = "digits" if dataset in ("mnist", "fashion_mnist") else "standard"
-    common = dict(model="cnn", model_options=_options("cnn", dropout=0.0), subset_train=800, epochs=6)
+    # Few training images, ten epochs and no dropout: the plain model memorises its 800 images
+    # (train accuracy near 100%, measured gap about 20 points on shapes) while the augmented one
+    # keeps train and test together. The mild recipe fits a short run; `standard` needs longer.
+    recipe = "digits" if dataset in ("mnist", "fashion_mnist") else "light"
+    common = dict(model="cnn", model_options=_options("cnn", dropout=0.0), subset_train=800, epochs=10)
     return [("no augmentation", _base(dataset, size, augment="none", **common)),
             (f"{recipe} augmentation", _base(dataset, size, augment=recipe, **common))]
 
@@ -73,7 +75,10 @@ def pixel_permutation(dataset: str = "shapes", size: str = "default"):
     # The course's tiny MLP (two hidden layers of 8 units) against the CNN, each on the real
     # images and on images whose pixels all went through one fixed shuffle. The MLP does not
     # care; the CNN loses the neighbourhoods its filters rely on.
-    mlp = dict(model="mlp", model_options=_options("mlp", hidden_sizes=[8, 8], dropout=0.0))
+    # The tiny MLP gets more epochs and a higher lr: it is cheap, and on shapes it needs them to
+    # rise clearly above chance.
+    mlp = dict(model="mlp", model_options=_options("mlp", hidden_sizes=[8, 8], dropout=0.0),
+               epochs=6, lr=3e-3)
     cnn = dict(model="cnn")
     return [("MLP 8-8", _base(dataset, size, **mlp)),
             ("MLP 8-8, permuted", _base(dataset, size, permute_pixels=True, **mlp)),
@@ -105,18 +110,21 @@ EXPERIMENTS: dict[str, Experiment] = {
         "same data and training, which generalises better, and with how many parameters?",
         mlp_vs_cnn),
     "BatchNorm vs none": Experiment(
-        "The same CNN with and without BatchNorm, trained with SGD at a brisk learning rate: "
-        "BatchNorm keeps each layer's inputs well scaled, so training is faster and steadier.",
+        "The same CNN with and without BatchNorm, trained with plain SGD: BatchNorm keeps each "
+        "layer's inputs well scaled, so the network starts learning at once, while without it the "
+        "first epochs barely move.",
         batchnorm),
     "Augmentation vs none (the overfitting gap)": Experiment(
-        "Few training images and several epochs: without augmentation train accuracy races ahead "
-        "of test accuracy (overfitting). Augmentation shows the model new variants each epoch, so "
-        "the gap stays small. Watch the dashed (train) vs solid (test) lines.",
+        "800 training images, ten epochs: without augmentation train accuracy races towards 100% "
+        "while test accuracy stalls (overfitting). Augmentation shows the model new variants each "
+        "epoch, so train and test stay together; it learns more slowly, because every epoch is "
+        "new, harder material. Watch the dashed (train) vs solid (test) lines and the gap column.",
         augmentation),
     "Pixel permutation": Experiment(
         "Shuffle every image's pixels with one fixed permutation. The 8-8 MLP never looked at "
         "neighbourhoods, so it does as well as before; the CNN's filters lose their meaning and "
-        "it drops towards the MLP. Four runs. Try it on MNIST too.",
+        "it drops towards the MLP. Four runs. On MNIST (the course's version) the tiny MLP does "
+        "far better than on shapes.",
         pixel_permutation),
     "LR schedulers": Experiment(
         "SGD with a constant learning rate vs StepLR vs cosine annealing: lowering the rate late "
@@ -240,7 +248,7 @@ def summary_row(label: str, config: TrainConfig, end: RunEnd, data=None) -> dict
         "run": label,
         "model": config.model,
         "parameters": params,
-        "seconds per epoch": None if seconds is None else round(seconds, 1),
+        "seconds per epoch": None if seconds is None else float(f"{seconds:.2g}"),
         "best test acc (%)": None if best is None else round(best * 100, 1),
         "final train−test gap (points)": None if gap is None else round(gap, 1),
         "epochs": len(history),

@@ -56,20 +56,11 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, compare, train
-
-    # TEMPORARY guard until Engineer B's modules exist; removed before hand-off.
-    import importlib
-
-    def other_tab(name):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError:
-            return None
+    from . import augment, classify, compare, feature_maps, train
 
     with gr.Blocks(title="Vision Lab") as demo:
         gr.Markdown(INTRO)
-        # The Augment tab's current spec (a list of ops), read by the Train tab and Compare tab.
+        # The Augment tab's current spec (a list of ops), read by the Train tab.
         augment_spec = gr.State([])
         with gr.Tabs():
             with gr.Tab("Augment", id="augment"):
@@ -78,17 +69,9 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 train.build(settings, augment_spec=augment_spec, tab=train_tab)
             with gr.Tab("Compare", id="compare"):
                 compare.build(settings)
-            for title, name in (("Feature maps", "feature_maps"), ("Classify", "classify")):
-                with gr.Tab(title, id=name) as tab:
-                    module = other_tab(name)
-                    if module:
-                        _build_tab(module, settings, tab=tab)
+            with gr.Tab("Feature maps", id="feature_maps") as tab:
+                feature_maps.build(settings, tab=tab)
+            with gr.Tab("Classify", id="classify") as tab:
+                classify.build(settings, tab=tab)
     return demo
 
-
-def _build_tab(module, settings, **extras):
-    """Call `module.build(settings)`, passing the extras (e.g. `tab`) that its signature accepts."""
-    import inspect
-
-    params = inspect.signature(module.build).parameters
-    module.build(settings, **{k: v for k, v in extras.items() if k in params})

@@ -128,6 +128,9 @@ def augment_images(image, spec, size, n, seed):
     from ..transforms import BatchAugmenter
 
     original = load_image(image, size)
+    # A crop larger than the image cannot be taken (e.g. an API call that changed only the size).
+    spec = [{**s, "size": min(s["size"], int(size))} if s["op"] in ("RandomCrop", "CenterCrop")
+            and isinstance(s.get("size"), int) else s for s in spec]
     augmenter = BatchAugmenter(spec, int(size))
     batch = augmenter(original.unsqueeze(0).repeat(int(n), 1, 1, 1),
                       torch.Generator().manual_seed(int(seed)))
@@ -168,7 +171,7 @@ def build(settings, augment_spec=None, tab=None):
             with gr.Row():
                 n = gr.Slider(8, 32, value=16, step=1, label="N (augmented copies)")
                 seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-            run = gr.Button("Augment", variant="primary")
+            run = gr.Button("Augment", variant="primary", elem_id="augment-run")
             gr.Markdown("### Transforms")
             for op, spec in OPS.items():
                 with gr.Accordion(op, open=op in ("RandomCrop", "RandomHorizontalFlip", "ColorJitter",
@@ -182,7 +185,7 @@ def build(settings, augment_spec=None, tab=None):
                 original = gr.Image(label="Original", interactive=False, height=240, scale=1,
                                     buttons=[])
                 gr.Markdown(PREVIEW_NOTE, elem_classes="vl-note")
-            gallery = gr.Gallery(label="Augmented copies", columns=8, height="auto",
+            gallery = gr.Gallery(label="Augmented copies", columns=6, height="auto", elem_id="augment-gallery",
                                  object_fit="contain", allow_preview=True)
             code = gr.Code(to_code(spec0), language="python", interactive=False,
                            label="torchvision code (paste into your notebook)")
@@ -252,6 +255,21 @@ def build(settings, augment_spec=None, tab=None):
             images = BatchAugmenter(spec, data.image_size)(images, torch.Generator().manual_seed(0))
             title += ", augmented"
         return image_grid(images, titles=labels, ncols=8, title=title)
+
+    # API parameter names: image, size, count, seed_value, then use_<Op> and <Op>_<param>[_min|_max],
+    # each defaulting to what the page shows first.
+    import inspect
+
+    names = ["image", "size", "count", "seed_value", "order_value"]
+    for op, _, controls in ops:
+        names.append(f"use_{op}")
+        names += [f"{op}_{c.param}" + ("" if c.part is None else ("_min", "_max")[c.part])
+                  for c in controls]
+    components = [image, image_size, n, seed, order, *all_controls]
+    augment.__signature__ = inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=None if c is image else c.value)
+        for name, c in zip(names, components)])
 
     spec_outputs = [order, augment_spec, code, *all_controls]
     preset_name.input(apply_preset, [preset_name, image_size, order], spec_outputs,

@@ -17,7 +17,7 @@ MAX_MODELS = 3
 def classify(settings, image, sketch=None, checkpoints=None, source="image", digit_mode=True):
     """Every chosen checkpoint's answer for one image.
 
-    Returns a list of {"checkpoint", "path", "top": [{"label", "prob"}, ... all classes, most likely
+    Returns a list of {"checkpoint", "top": [{"label", "prob"}, ... all classes, most likely
     first]} and, per checkpoint, the input it saw (H, W, 3 uint8, enlarged).
     """
     from ..inspect import predict
@@ -36,7 +36,7 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
         x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
         # All classes, so the probabilities add up to 1; the Label shows the top 5.
         top = predict(ckpt.model, x, ckpt.classes, top_k=len(ckpt.classes))[0]
-        results.append({"checkpoint": ckpt.path.stem, "path": str(ckpt.path),
+        results.append({"checkpoint": ckpt.path.stem,
                         "top": [{"label": label, "prob": round(prob, 6)} for label, prob in top]})
         seen.append(shown)
     return results, seen
@@ -47,29 +47,32 @@ def build(settings, tab=None) -> None:
                 "converted the way MNIST was made for 28×28 digit models.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            source, image, sketch = source_tabs(settings)
+            source, image, sketch = source_tabs("classify")
             examples = common.example_images(settings)
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                            label="Bundled examples", examples_per_page=12)
+                            label="Bundled examples", examples_per_page=12,
+                            elem_id="classify-examples")
         with gr.Column(scale=1, min_width=320):
             checkpoints = checkpoint_dropdown(settings, label=f"Checkpoints (up to {MAX_MODELS})",
-                                              multiselect=True)
+                                              multiselect=True, elem_id="classify-checkpoints")
             digit_mode = gr.Checkbox(value=True, label="Digit models: convert uploads like MNIST "
                                      "(white digit on black, cropped, centred)")
-            run_btn = gr.Button("Classify", variant="primary")
+            run_btn = gr.Button("Classify", variant="primary", elem_id="classify-run")
+            labels, seens = [], []
+            with gr.Row(equal_height=False):
+                for i in range(MAX_MODELS):
+                    with gr.Column(min_width=180):
+                        labels.append(gr.Label(label="Top 5", num_top_classes=5, visible=i == 0,
+                                               elem_id=f"classify-label-{i}"))
+                        seens.append(gr.Image(label="What this model sees", height=200,
+                                              format="png", interactive=False, visible=i == 0,
+                                              elem_id=f"classify-seen-{i}"))
             with gr.Accordion("What the API returns (JSON)", open=False):
                 raw = gr.JSON(label="Results")
-    labels, seens = [], []
-    with gr.Row(equal_height=False):
-        for i in range(MAX_MODELS):
-            with gr.Column(min_width=240):
-                labels.append(gr.Label(label="Top 5", num_top_classes=5, visible=i == 0))
-                seens.append(gr.Image(label="What this model sees", height=220, format="png",
-                                      interactive=False, visible=i == 0))
 
     @common.friendly_errors
-    def handle(image, sketch, checkpoints, source, digit_mode):
+    def handle(image, checkpoints, sketch=None, source="image", digit_mode=True):
         results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode)
         label_updates, seen_updates = [], []
         for i in range(MAX_MODELS):
@@ -85,7 +88,8 @@ def build(settings, tab=None) -> None:
                 seen_updates.append(gr.update(value=None, visible=False))
         return [results, *label_updates, *seen_updates]
 
-    run_btn.click(handle, [image, sketch, checkpoints, source, digit_mode],
+    # API: client.predict(handle_file("cat.png"), ["mnist_cnn"], api_name="/classify")
+    run_btn.click(handle, [image, checkpoints, sketch, source, digit_mode],
                   [raw, *labels, *seens], api_name="classify", concurrency_limit=2)
 
     if tab is not None:

@@ -209,7 +209,7 @@ def queue_message(settings) -> str:
     busy = RUNS.running
     if busy >= settings.max_concurrent_trainings:
         limit = settings.max_concurrent_trainings
-        return (f"⏳ **Waiting:** {busy} training(s) already running and this server runs "
+        return (f"**Waiting:** {busy} training(s) already running and this server runs "
                 f"{limit} at a time. Yours starts as soon as one finishes (Stop cancels it).")
     return "Starting …"
 

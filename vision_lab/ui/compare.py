@@ -59,9 +59,11 @@ def build(settings, tab=None):
                                  elem_id="compare-status", elem_classes="vl-status")
             table = gr.Dataframe(headers=list(SUMMARY_COLUMNS), label="Results per run",
                                  interactive=False, elem_id="compare-table")
-            with gr.Row():
-                acc_plot = gr.Plot(label="Accuracy per epoch", elem_id="compare-acc-plot")
-                loss_plot = gr.Plot(label="Loss per epoch")
+            with gr.Tabs():
+                with gr.Tab("Accuracy per epoch"):
+                    acc_plot = gr.Plot(label="Accuracy per epoch", elem_id="compare-acc-plot")
+                with gr.Tab("Loss per epoch"):
+                    loss_plot = gr.Plot(label="Loss per epoch")
 
     def on_experiment(name):
         if name == CUSTOM:
@@ -76,7 +78,7 @@ def build(settings, tab=None):
 
     def stop_run(request: gr.Request):
         if RUNS.stop(session_of(request)):
-            return "⏹ Stopping … the current run ends within a batch; the rest are skipped."
+            return "**Stopping …** the current run ends within a batch; the rest are skipped."
         return gr.skip()
 
     def figures(histories):
@@ -94,7 +96,7 @@ def build(settings, tab=None):
         stop_event = RUNS.claim(session)
         try:
             if stop_event.is_set():
-                yield "⏹ Stopped before it started.", gr.skip(), gr.skip(), gr.skip()
+                yield "**Stopped** before it started.", gr.skip(), gr.skip(), gr.skip()
                 return
             if experiment_name == CUSTOM:
                 runs = custom_runs(_rows_from_table(custom_table), dataset_name, size_name)
@@ -102,7 +104,7 @@ def build(settings, tab=None):
                 runs = build_runs(experiment_name, dataset_name, size_name)
             check_requirements(runs)
             first = runs[0][1]
-            yield f"⏳ Loading {dataset_name} …", _table([]), None, None
+            yield f"Loading {dataset_name} …", _table([]), None, None
             data = load_data(first.dataset, settings.data_root, first.subset_train, first.subset_test,
                              first.seed)
             configs = dict(runs)
@@ -130,7 +132,7 @@ def build(settings, tab=None):
                 if done:
                     break
                 if time.perf_counter() - last_draw >= REDRAW_EVERY:
-                    line = f"🏃 {len(rows)}/{len(runs)} runs done · elapsed {format_seconds(time.perf_counter() - started)}"
+                    line = f"**Running** · {len(rows)}/{len(runs)} runs done · elapsed {format_seconds(time.perf_counter() - started)}"
                     if current:
                         label, b = current
                         line += (f" · **{label}**: epoch {b.epoch}/{configs[label].epochs}, "
@@ -142,12 +144,12 @@ def build(settings, tab=None):
             stopped = stop_event.is_set() and len(rows) < len(runs) or any(r["ended"] == "stopped" for r in rows)
             total = format_seconds(time.perf_counter() - started)
             if stopped:
-                message = f"⏹ **Stopped** after {total}; {len(rows)} of {len(runs)} runs reported."
+                message = f"**Stopped** after {total}; {len(rows)} of {len(runs)} runs reported."
             else:
-                message = f"✅ **Done**: {len(runs)} runs in {total}."
+                message = f"**Done**: {len(runs)} runs in {total}."
             diverged = [r["run"] for r in rows if r["ended"] == "diverged"]
             if diverged:
-                message += f" ⚠️ {', '.join(diverged)} diverged: try a lower learning rate."
+                message += f" **Warning:** {', '.join(diverged)} diverged: try a lower learning rate."
             yield message, _table(rows), *figures(histories)
         finally:
             stop_event.set()

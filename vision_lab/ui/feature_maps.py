@@ -75,20 +75,30 @@ def load_cached(path):
 
 
 def resolve_checkpoint(settings, value) -> str:
-    """A picker value (a path) or, for API callers, a checkpoint name -> a path."""
+    """A picker value (a path) or, for API callers, a checkpoint name -> a path.
+
+    Only checkpoints in the app's folders are accepted: a caller cannot make the server open an
+    arbitrary file.
+    """
     from ..checkpoints import CheckpointError, list_checkpoints
 
     if not value:
         raise gr.Error("Choose a checkpoint first (train one in the Train tab if the list is empty).",
                        print_exception=False)
-    if Path(value).is_file():
-        return str(value)
+    value = str(value)
     infos = list_checkpoints(*settings.checkpoint_dirs)
     for info in infos:
-        if value in (info.name, info.path.name):
+        if value in (str(info.path), info.name, info.path.name):
             return str(info.path)
-    names = ", ".join(info.name for info in infos) or "none"
-    raise CheckpointError(f"No checkpoint named '{value}'. Available: {names}.")
+    try:
+        wanted = Path(value).resolve()
+        for info in infos:
+            if info.path.resolve() == wanted:
+                return str(info.path)
+    except OSError:
+        pass
+    names = ", ".join(info.name for info in infos) or "none yet"
+    raise CheckpointError(f"No checkpoint named '{Path(value).name}'. Available: {names}.")
 
 
 def is_digit_model(metadata) -> bool:
@@ -152,19 +162,19 @@ def what_the_model_sees(ckpt, x_uint8):
     return x, shown
 
 
-def source_tabs(settings, label="Image"):
+def source_tabs(prefix, label="Image"):
     """An upload/webcam image and a sketchpad in two tabs, with a State saying which is in use."""
     source = gr.State("image")
     with gr.Tabs():
-        with gr.Tab("Upload, webcam or example", id="image") as image_tab:
+        with gr.Tab("Upload, webcam or example", id="image", elem_id=f"{prefix}-image-tab") as image_tab:
             image = LenientImage(label=label, type="filepath", format="png", height=300,
-                                 sources=["upload", "webcam", "clipboard"])
-        with gr.Tab("Draw", id="sketch") as sketch_tab:
+                                 sources=["upload", "webcam", "clipboard"], elem_id=f"{prefix}-image")
+        with gr.Tab("Draw", id="sketch", elem_id=f"{prefix}-sketch-tab") as sketch_tab:
             sketch = gr.Sketchpad(label="Draw here (a digit for MNIST models)", type="numpy",
-                                  image_mode="RGBA", canvas_size=(400, 400), height=340,
+                                  image_mode="RGBA", canvas_size=(400, 400), height=480,
                                   brush=gr.Brush(default_size=18, colors=["#000000"],
                                                  color_mode="fixed"),
-                                  layers=False, elem_classes=["vl-sketch"])
+                                  layers=False, elem_id=f"{prefix}-sketch")
     image_tab.select(lambda: "image", None, source, queue=False, api_name=False)
     sketch_tab.select(lambda: "sketch", None, source, queue=False, api_name=False)
     return source, image, sketch
@@ -181,12 +191,14 @@ def choose_input(source, image, sketch):
     return image, None
 
 
-def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, default_count=1):
+def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, default_count=1,
+                        elem_id=None):
     choices = common.checkpoint_choices(settings)
     values = [value for _, value in choices]
     value = values[:default_count] if multiselect else (values[0] if values else None)
     return gr.Dropdown(choices=choices, value=value, label=label, multiselect=multiselect,
-                       allow_custom_value=True, max_choices=3 if multiselect else None)
+                       allow_custom_value=True, max_choices=3 if multiselect else None,
+                       elem_id=elem_id)
 
 
 def refreshed_choices(settings, current, multiselect=False):
@@ -206,6 +218,22 @@ def _render(fig):
     from ..plots import figure_to_image
 
     return figure_to_image(fig)
+
+
+_FILTERS: dict = {}
+
+
+def _filters_image(ckpt):
+    """The first layer's filters as an image; they do not depend on the input, so drawn once."""
+    from ..inspect import first_layer_filters
+    from ..plots import filter_grid
+
+    key = id(ckpt.model)
+    if key not in _FILTERS:
+        if len(_FILTERS) >= _MODELS_KEPT:
+            _FILTERS.clear()
+        _FILTERS[key] = (ckpt.model, _render(filter_grid(first_layer_filters(ckpt.model))))
+    return _FILTERS[key][1]
 
 
 def checkpoint_controls(settings, checkpoint) -> tuple[list[str], list[str], str]:
@@ -248,10 +276,10 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     Returns (model input, feature maps or hidden activations, filters, Grad-CAM overlay,
     top-5 {label: prob}, note).
     """
-    from ..inspect import (NoSpatialFeatures, feature_maps, first_layer_filters, grad_cam,
-                           hidden_activations, overlay_heatmap, predict)
+    from ..inspect import (NoSpatialFeatures, feature_maps, grad_cam, hidden_activations,
+                           overlay_heatmap, predict)
     from ..models import conv_layers
-    from ..plots import feature_map_grid, filter_grid, hidden_activation_plot
+    from ..plots import feature_map_grid, hidden_activation_plot
 
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint))
     image, drawn = choose_input(source, image, sketch)
@@ -271,7 +299,7 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     maps_img = _render(feature_map_grid(
         maps, title=f"{name}: first {len(maps)} of {dict(conv_layers(ckpt.model))[name].out_channels}"
                     f" channels, {maps.shape[1]}×{maps.shape[2]} each"))
-    filters_img = _render(filter_grid(first_layer_filters(ckpt.model)))
+    filters_img = _filters_image(ckpt)
 
     target = None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
     heat, explained = grad_cam(ckpt.model, x, target_class=target)
@@ -302,18 +330,32 @@ def dataset_sample_for(settings, checkpoint, index):
             f"Test image #{int(index)} of {dataset}: true class **{label}**.", int(index) + 1)
 
 
+def _warm_up():
+    """Draw one small plot in the background: matplotlib's first figure costs seconds (fonts),
+    which the first click would otherwise pay."""
+    try:
+        import torch
+
+        from ..plots import feature_map_grid
+        _render(feature_map_grid(torch.zeros(2, 4, 4)))
+    except Exception:  # only an optimisation
+        pass
+
+
 def build(settings, tab=None) -> None:
+    threading.Thread(target=_warm_up, daemon=True).start()
     gr.Markdown("Look inside a trained network: what it sees, what its convolutions respond to, "
                 "and where the evidence for its answer lies.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            checkpoint = checkpoint_dropdown(settings)
+            checkpoint = checkpoint_dropdown(settings, elem_id="fm-checkpoint")
             layers0, classes0, note0 = _safe_controls(settings, checkpoint.value)
-            source, image, sketch = source_tabs(settings)
+            source, image, sketch = source_tabs("fm")
             examples = common.example_images(settings)
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                            label="Bundled examples", examples_per_page=12)
+                            label="Bundled examples", examples_per_page=12,
+                            elem_id="fm-examples")
             with gr.Row():
                 sample_btn = gr.Button("Dataset sample", size="sm", variant="secondary")
                 sample_index = gr.Number(value=0, precision=0, label="Test image #", minimum=0,
@@ -326,16 +368,17 @@ def build(settings, tab=None) -> None:
                                     value=layers0[0] if layers0 else None)
                 channels = gr.Slider(1, 64, value=16, step=1, label="First N channels")
             cam_class = gr.Dropdown(label="Grad-CAM for", choices=classes0, value=PREDICTED)
-            run_btn = gr.Button("Show feature maps", variant="primary")
+            run_btn = gr.Button("Show feature maps", variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
             note = gr.Markdown(note0, elem_classes=["vl-status"])
             with gr.Row():
-                seen = gr.Image(label="What the model sees (its real input, enlarged)", height=260,
+                seen = gr.Image(label="What the model sees (its real input, enlarged)", height=260, elem_id="fm-seen",
                                 format="png", interactive=False)
-                cam = gr.Image(label="Grad-CAM", height=260, format="png", interactive=False)
-                prediction = gr.Label(label="Prediction (top 5)", num_top_classes=5)
-            maps = gr.Image(label="Feature maps", format="png", interactive=False)
-            filters = gr.Image(label="First layer's filters", format="png", interactive=False)
+                cam = gr.Image(label="Grad-CAM", height=260, elem_id="fm-cam", format="png", interactive=False)
+                prediction = gr.Label(label="Prediction (top 5)", num_top_classes=5, elem_id="fm-label")
+            maps = gr.Image(label="Feature maps", format="png", interactive=False, elem_id="fm-maps")
+            filters = gr.Image(label="First layer's filters", format="png", interactive=False, height=320,
+                               elem_id="fm-filters")
     def on_checkpoint(checkpoint):
         layers, classes, text = _safe_controls(settings, checkpoint)
         return (gr.update(choices=layers, value=layers[0] if layers else None),
@@ -344,7 +387,8 @@ def build(settings, tab=None) -> None:
     checkpoint.change(on_checkpoint, [checkpoint], [layer, cam_class, note], api_name=False)
 
     @common.friendly_errors
-    def handle(checkpoint, image, sketch, source, layer, channels, cam_class, digit_mode):
+    def handle(checkpoint, image, sketch=None, source="image", layer=None, channels=16,
+               cam_class=PREDICTED, digit_mode=True):
         return run_feature_maps(settings, checkpoint, image, sketch, source, layer, channels,
                                 cam_class, digit_mode)
 

@@ -17,8 +17,10 @@ from .common import (FOLDER_UPLOAD, RUNS, dataset_choices, drain, enlarge, chw_t
                      session_of, user_error)
 
 AUGMENT_TAB = "Augment tab's settings"
-RENDER_EVERY = 1.0          # seconds between redraws, at least
-RENDER_BUDGET = 0.04        # and at most this fraction of the time spent drawing
+# Redraw about once a second, but spend at most ~10% of one core's time drawing (the training
+# uses every core; on a 2-core laptop that keeps the slowdown near 5%), and never wait longer
+# than RENDER_MAX between updates.
+RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.10, 3.0
 GAMMA_DEFAULTS = {"step": 0.1, "multistep": 0.1, "exponential": 0.9}
 
 DEFAULTS = dict(dataset="shapes", subset_train=2000, subset_test=500, model="cnn", epochs=3,
@@ -138,7 +140,7 @@ class LiveRun:
     def status(self) -> str:
         b = self.last_batch
         if b is None:
-            return "⏳ " + (self.messages[-1] if self.messages else "Starting …")
+            return "" + (self.messages[-1] if self.messages else "Starting …")
         elapsed = time.perf_counter() - self.first_batch_at
         remaining = elapsed / max(b.step, 1) * (b.total_steps - b.step)
         parts = [f"**Epoch {b.epoch}/{self.config.epochs}**", f"step {b.step}/{b.total_steps}",
@@ -147,7 +149,7 @@ class LiveRun:
                  f"ETA {format_seconds(remaining)}"]
         if self.history:
             parts.append(f"last test accuracy {self.history[-1]['test_acc']:.1%}")
-        return "🏃 Training: " + " · ".join(parts)
+        return "**Training** · " + " · ".join(parts)
 
     def loss_plot(self):
         from ..plots import loss_curve
@@ -167,8 +169,7 @@ def final_outputs(live: LiveRun):
 
     end, data = live.end, live.data
     metrics = end.metrics or {}
-    icon = {"completed": "✅", "early_stopped": "✅", "stopped": "⏹", "diverged": "⚠️"}.get(end.reason, "")
-    status = f"{icon} **{end.reason.replace('_', ' ').capitalize()}.** {end.message}"
+    status = f"**{end.message}**"
     if metrics.get("test_acc") is not None:
         status += f" Test accuracy **{metrics['test_acc']:.1%}**"
         if end.best_epoch:
@@ -211,9 +212,9 @@ def build(settings, augment_spec=None, tab=None):
                                       label="Dataset", allow_custom_value=True,
                                       info="or type folder:PATH for a folder / zip on the server")
                 with gr.Row():
-                    subset_train = gr.Number(DEFAULTS["subset_train"], precision=0, minimum=0,
+                    subset_train = gr.Number(DEFAULTS["subset_train"], precision=0,
                                              label="Training images (0 = all)")
-                    subset_test = gr.Number(DEFAULTS["subset_test"], precision=0, minimum=0,
+                    subset_test = gr.Number(DEFAULTS["subset_test"], precision=0,
                                             label="Test images (0 = all)")
                 folder_zip = gr.File(label="Zip of class folders (one folder per class)",
                                      file_types=[".zip"], type="filepath", visible=False)
@@ -230,37 +231,37 @@ def build(settings, augment_spec=None, tab=None):
                     batch_norm = gr.Checkbox(value=cnn.get("batch_norm", False), label="BatchNorm")
                 with gr.Row(visible=False) as resnet_row:
                     pretrained = gr.Checkbox(value=False, label="ImageNet-pretrained weights")
-                    freeze_epochs = gr.Number(0, precision=0, minimum=0, label="Freeze epochs",
+                    freeze_epochs = gr.Number(0, precision=0, label="Freeze epochs",
                                               info="train only the head first")
-                    unfreeze_lr = gr.Number(0, minimum=0, label="lr after unfreezing (0 = lr/10)")
+                    unfreeze_lr = gr.Number(0, label="lr after unfreezing (0 = lr/10)")
             with gr.Group():
                 with gr.Row():
-                    epochs = gr.Number(DEFAULTS["epochs"], precision=0, minimum=1, label="Epochs")
-                    batch_size = gr.Number(DEFAULTS["batch_size"], precision=0, minimum=1,
+                    epochs = gr.Number(DEFAULTS["epochs"], precision=0, label="Epochs")
+                    batch_size = gr.Number(DEFAULTS["batch_size"], precision=0,
                                            label="Batch size")
                 with gr.Row():
                     optimizer = gr.Dropdown(list(OPTIMIZERS), value=DEFAULTS["optimizer"], label="Optimizer")
                     lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
                 with gr.Row():
                     momentum = gr.Number(0.9, label="Momentum (SGD, RMSprop)")
-                    weight_decay = gr.Number(0.0, minimum=0, label="Weight decay (L2)")
-                    l1 = gr.Number(0.0, minimum=0, label="L1")
+                    weight_decay = gr.Number(0.0, label="Weight decay (L2)")
+                    l1 = gr.Number(0.0, label="L1")
             with gr.Accordion("Learning-rate scheduler", open=False):
                 scheduler = gr.Dropdown(list(SCHEDULERS), value="none", label="Scheduler",
                                         info="steps once per epoch; plateau watches the test loss")
                 with gr.Row():
-                    step_size = gr.Number(5, precision=0, minimum=1, label="step size (epochs)", visible=False)
+                    step_size = gr.Number(5, precision=0, label="step size (epochs)", visible=False)
                     gamma = gr.Number(0.1, label="gamma", visible=False)
                     milestones = gr.Textbox("5, 8", label="milestones (epochs)", visible=False)
-                    t_max = gr.Number(0, precision=0, minimum=0, label="T_max (0 = epochs)", visible=False)
-                    eta_min = gr.Number(0.0, minimum=0, label="eta_min", visible=False)
+                    t_max = gr.Number(0, precision=0, label="T_max (0 = epochs)", visible=False)
+                    eta_min = gr.Number(0.0, label="eta_min", visible=False)
                     plateau_factor = gr.Number(0.1, label="factor", visible=False)
-                    plateau_patience = gr.Number(2, precision=0, minimum=0, label="patience", visible=False)
+                    plateau_patience = gr.Number(2, precision=0, label="patience", visible=False)
             with gr.Accordion("Early stopping, augmentation, pixel permutation, seed", open=False):
                 with gr.Row():
-                    early_stopping_patience = gr.Number(0, precision=0, minimum=0,
+                    early_stopping_patience = gr.Number(0, precision=0,
                                                         label="Early-stopping patience (0 = off)")
-                    early_stopping_min_delta = gr.Number(0.0, minimum=0, label="min delta")
+                    early_stopping_min_delta = gr.Number(0.0, label="min delta")
                     restore_best = gr.Checkbox(True, label="restore the best epoch")
                 augment = gr.Dropdown(list_presets() + [AUGMENT_TAB], value="none", label="Augmentation")
                 augment_note = gr.Markdown(visible=False)
@@ -276,19 +277,27 @@ def build(settings, augment_spec=None, tab=None):
                                  "shapes images, 3 epochs) takes well under a minute.",
                                  elem_id="train-status", elem_classes="vl-status")
             loss_plot = gr.Plot(label="Loss per iteration", elem_id="train-loss-plot")
-            with gr.Row():
-                acc_plot = gr.Plot(label="Accuracy per epoch", elem_id="train-acc-plot")
-                epoch_loss_plot = gr.Plot(label="Loss per epoch")
-            lr_plot = gr.Plot(label="Learning rate")
-            with gr.Row():
-                confusion_plot = gr.Plot(label="Confusion matrix")
-                per_class_plot = gr.Plot(label="Accuracy per class")
-            wrong = gr.Gallery(label="Most confidently wrong test images (true → predicted)",
-                               columns=8, height="auto", object_fit="contain")
+            with gr.Tabs():
+                with gr.Tab("Accuracy per epoch"):
+                    acc_plot = gr.Plot(label="Accuracy per epoch", elem_id="train-acc-plot")
+                with gr.Tab("Loss per epoch"):
+                    epoch_loss_plot = gr.Plot(label="Loss per epoch")
+                with gr.Tab("Learning rate"):
+                    lr_plot = gr.Plot(label="Learning rate")
+            gr.Markdown("### Results (when the run ends)")
+            with gr.Tabs():
+                with gr.Tab("Confusion matrix"):
+                    confusion_plot = gr.Plot(label="Confusion matrix")
+                with gr.Tab("Accuracy per class"):
+                    per_class_plot = gr.Plot(label="Accuracy per class")
+                with gr.Tab("Most confidently wrong"):
+                    wrong = gr.Gallery(label="Most confidently wrong test images (true → predicted)",
+                                       columns=8, height="auto", object_fit="contain")
             with gr.Row():
                 checkpoint_name = gr.Textbox(label="Checkpoint", interactive=False)
                 checkpoint_file = gr.File(label="Download the checkpoint", interactive=False)
-            result = gr.JSON(label="Run summary (what /train returns)", open=False)
+            with gr.Accordion("Run summary (JSON, what /train returns)", open=False):
+                result = gr.JSON(label="Run summary")
 
     inputs = [dataset, folder_zip, folder_image_size, subset_train, subset_test, model, hidden_sizes,
               dropout, batch_norm, pretrained, freeze_epochs, unfreeze_lr, epochs, batch_size,
@@ -343,7 +352,7 @@ def build(settings, augment_spec=None, tab=None):
 
     def stop_run(request: gr.Request):
         if RUNS.stop(session_of(request)):
-            return "⏹ Stopping … (the run ends within one batch and keeps its last finished epoch)"
+            return "**Stopping …** (the run ends within one batch and keeps its last finished epoch)"
         return gr.skip()
 
     @friendly_errors
@@ -355,10 +364,10 @@ def build(settings, augment_spec=None, tab=None):
         thread = None
         try:
             if stop_event.is_set():
-                yield ("⏹ Stopped before it started.", *[gr.skip()] * 10)
+                yield ("**Stopped** before it started.", *[gr.skip()] * 10)
                 return
             config = make_config(*args)
-            yield (f"⏳ Loading {config.dataset} …", None, None, None, None, None, None, [],
+            yield (f"Loading {config.dataset} …", None, None, None, None, None, None, [],
                    "", None, None)
             data = load_data(config.dataset, settings.data_root, config.subset_train,
                              config.subset_test, config.seed, config.image_size)
@@ -368,13 +377,13 @@ def build(settings, augment_spec=None, tab=None):
             live = LiveRun(config, data)
             live.messages += data.messages
             thread, q = run_in_thread(train_events(config, stop=stop_event, data=data), stop_event)
-            yield from stream(live, q)
+            yield from stream(live, q, stop_event)
         finally:
             # A closed page (or an error) must not leave a thread training for nobody.
             stop_event.set()
             RUNS.release(session, stop_event)
 
-    def stream(live, q):
+    def stream(live, q, stop_event):
         last_draw, draw_cost = 0.0, 0.0
         epoch_figs = (gr.skip(),) * 3
         done = False
@@ -391,22 +400,26 @@ def build(settings, augment_spec=None, tab=None):
             if done or live.end is not None:
                 break
             now = time.perf_counter()
-            if now - last_draw < max(RENDER_EVERY, draw_cost / RENDER_BUDGET):
+            if now - last_draw < min(RENDER_MAX, max(RENDER_EVERY, draw_cost / RENDER_BUDGET)):
                 continue
             if live.new_epoch:
                 live.new_epoch = False
                 epoch_figs = live.epoch_plots()
             loss = live.loss_plot() if live.steps else gr.skip()
             t0 = time.perf_counter()
-            yield (live.status(), loss, *epoch_figs, *[gr.skip()] * 6)
+            status_line = live.status() if not stop_event.is_set() else (
+                "**Stopping …** (the run ends within one batch and keeps its last finished epoch)")
+            yield (status_line, loss, *epoch_figs, *[gr.skip()] * 6)
             # Gradio encodes the figures between this yield and the next call: time it too.
             draw_cost = time.perf_counter() - t0 + (t0 - now)
             last_draw = time.perf_counter()
             epoch_figs = (gr.skip(),) * 3
         if live.end is None:
             raise gr.Error("Training ended without a result; see the server log.")
-        acc, loss_e, lr_fig = live.epoch_plots()
         status, confusion, per_class, wrong_images, name, path, summary = final_outputs(live)
+        # The verdict first (cheap), then the figures (drawing them takes a moment).
+        yield (status, *[gr.skip()] * 7, name, path, summary)
+        acc, loss_e, lr_fig = live.epoch_plots()
         yield (status, live.loss_plot(), acc, loss_e, lr_fig, confusion, per_class, wrong_images,
                name, path, summary)
 
@@ -414,10 +427,13 @@ def build(settings, augment_spec=None, tab=None):
     # pass the request last.
     import inspect
 
-    params = list(inspect.signature(make_config).parameters.values())
+    # Defaults are the components' initial values, so API callers pass only what they change.
+    params = [p.replace(default=c.value if not isinstance(c, gr.State) else None)
+              for p, c in zip(inspect.signature(make_config).parameters.values(), inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=None, annotation=gr.Request))
     train.__signature__ = inspect.Signature(params)
+    train.__annotations__ = {"request": gr.Request}  # how gradio finds where to pass the request
 
     model.change(on_model, model, [model, hidden_sizes, dropout, batch_norm, resnet_row],
                  queue=False, api_visibility="private")

@@ -1,0 +1,99 @@
+"""Shared helpers for the benchmark scripts: timing, medians, tables, JSON, machine info.
+
+Every script measures its variants side by side in one process run, interleaved round by round,
+and reports medians, so a busy machine slows all variants alike and the ratios stay meaningful.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PYTHON = sys.executable
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs (seconds)")
+    return p
+
+
+def median(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def machine() -> dict:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return {"cpus": os.cpu_count(), "cpu_model": model, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def emit(name: str, result: dict, rows: list[tuple], as_json: bool) -> None:
+    """Print `result` as one JSON object, or `rows` (label, value, note) as an aligned table."""
+    if as_json:
+        print(json.dumps({"benchmark": name, **result}))
+        return
+    print(f"== {name} ==  ({result['machine']['cpus']} CPUs, {result['machine']['cpu_model']}, "
+          f"torch {result['machine']['torch']}, load {result['machine']['load_avg_1m']})")
+    width = max(len(str(r[0])) for r in rows) if rows else 10
+    for label, value, *note in rows:
+        text = f"{value:,.3f}" if isinstance(value, float) and abs(value) < 100 else (
+            f"{value:,.0f}" if isinstance(value, float) else str(value))
+        print(f"  {label:<{width}}  {text:>12}  {note[0] if note else ''}")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None,
+                  interval: float = 0.02) -> float:
+    """Poll `url` until it answers 200; return the time it first did (time.perf_counter())."""
+    import urllib.request
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    r.read()
+                    return time.perf_counter()
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def rss_mb(pid: int) -> dict:
+    """Current (VmRSS) and peak (VmHWM) resident memory of a process, in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":")
+            out[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": out.get("VmRSS"), "peak_rss_mb": out.get("VmHWM")}

@@ -1,0 +1,198 @@
+"""/feature_maps and /classify through gradio_client, plus their handlers in-process."""
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vision_lab.checkpoints import save_checkpoint
+from vision_lab.inspect import NO_SPATIAL_MESSAGE
+from vision_lab.models import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "checkpoints"
+EXAMPLES = ROOT / "examples"
+
+
+def shipped(name):
+    path = SHIPPED / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"checkpoints/{name}.safetensors has not been trained yet")
+    return name
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _is_image(path):
+    assert path and Path(path).is_file(), path
+    with Image.open(path) as im:
+        assert min(im.size) >= 64
+        return np.asarray(im.convert("RGB"))
+
+
+# ---- through the running app -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, example", [("shapes_cnn", "shape_star.png"), ("mnist_cnn", "digit_7.png")])
+def test_feature_maps_api(client, name, example):
+    from gradio_client import handle_file
+
+    shipped(name)
+    start = time.perf_counter()
+    seen, maps, filters, cam, label, note = client.predict(
+        name, handle_file(str(EXAMPLES / example)), api_name="/feature_maps")
+    print(f"/feature_maps {name}: {time.perf_counter() - start:.2f} s")
+    for path in (seen, maps, filters, cam):
+        _is_image(path)
+    assert _is_image(maps).std() > 5  # a real plot, not a blank image
+    assert label["label"] and len(label["confidences"]) == 5
+    assert "Grad-CAM" in note
+    if name == "mnist_cnn":
+        assert label["label"].split()[0] == "7"  # torchvision names MNIST classes "7 - seven"
+
+
+def test_feature_maps_api_with_a_chosen_layer_and_class(client):
+    from gradio_client import handle_file
+
+    shipped("shapes_cnn")
+    seen, maps, filters, cam, label, note = client.predict(
+        "shapes_cnn", handle_file(str(EXAMPLES / "shape_ring.png")), layer="features.4", channels=8,
+        cam_class="circle", api_name="/feature_maps")
+    _is_image(maps)
+    assert "**circle**" in note
+
+
+def test_classify_api_returns_all_probabilities(client):
+    from gradio_client import handle_file
+
+    names = [shipped("mnist_cnn"), shipped("shapes_cnn")]
+    start = time.perf_counter()
+    results, *outputs = client.predict(handle_file(str(EXAMPLES / "digit_3.png")), names,
+                                       api_name="/classify")
+    print(f"/classify two models: {time.perf_counter() - start:.2f} s")
+    assert [r["checkpoint"] for r in results] == names
+    for r in results:
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-3
+        assert probs == sorted(probs, reverse=True)
+    assert results[0]["top"][0]["label"].split()[0] == "3"
+    # The other outputs are the page's panels (updates that also set their titles and visibility).
+    labels, seen = outputs[:3], outputs[3:]
+    assert [u["visible"] for u in labels] == [True, True, False]
+    assert labels[0]["label"] == "mnist_cnn"
+    top5 = labels[0]["value"]
+    assert top5["label"].split()[0] == "3" and len(top5["confidences"]) == 5
+    _is_image(seen[0]["value"])
+    _is_image(seen[1]["value"])
+
+
+def test_classify_api_explains_a_broken_image(client, tmp_path):
+    from gradio_client import handle_file
+
+    name = shipped("mnist_cnn")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(Exception, match="is not an image file PIL can read|damaged or truncated"):
+        client.predict(handle_file(str(broken)), [name], api_name="/classify")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    with pytest.raises(Exception, match="notes.png is not an image file PIL can read"):
+        client.predict(handle_file(str(text)), [name], api_name="/classify")
+
+
+def test_classify_api_unknown_checkpoint(client):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="No checkpoint named 'nope'"):
+        client.predict(handle_file(str(EXAMPLES / "digit_7.png")), ["nope"], api_name="/classify")
+
+
+# ---- the handlers in-process, with checkpoints made here -------------------------------------------
+
+def _meta(model, channels, size, **extra):
+    return {"model": model, "model_options": {}, "classes": [str(i) for i in range(10)],
+            "channels": channels, "image_size": size, "mean": [0.5] * channels,
+            "std": [0.25] * channels, "dataset": "mnist" if channels == 1 else "shapes", **extra}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    torch.manual_seed(0)
+    folder = tmp_path / "ckpts"
+    save_checkpoint(folder / "tiny_mlp.safetensors", create_model("mlp", 10, 1, 28, hidden_sizes=[32, 16]),
+                    {**_meta("mlp", 1, 28), "model_options": {"hidden_sizes": [32, 16]}})
+    save_checkpoint(folder / "tiny_cnn.safetensors", create_model("cnn", 10, 3, 32), _meta("cnn", 3, 32))
+    save_checkpoint(folder / "perm_cnn.safetensors", create_model("cnn", 10, 1, 28),
+                    _meta("cnn", 1, 28, permutation_seed=3))
+    return SimpleNamespace(checkpoint_dirs=[str(folder)], runs_dir=str(folder), data_root=str(tmp_path),
+                           examples_dir=str(EXAMPLES))
+
+
+def test_mlp_says_it_has_no_feature_maps_and_shows_hidden_activations(settings):
+    from vision_lab.ui.feature_maps import run_feature_maps
+
+    seen, maps, filters, cam, label, note = run_feature_maps(
+        settings, "tiny_mlp", str(EXAMPLES / "digit_7.png"))
+    assert NO_SPATIAL_MESSAGE in note
+    assert filters is None and cam is None
+    assert maps.ndim == 3 and maps.shape[2] == 3  # the hidden-activation plot
+    assert len(label) == 5 and 0 < sum(label.values()) <= 1 + 1e-6  # top 5 of 10 classes
+
+
+def test_cnn_handler_outputs_and_latency(settings):
+    from vision_lab.ui.feature_maps import checkpoint_controls, run_feature_maps
+
+    layers, classes, _ = checkpoint_controls(settings, "tiny_cnn")
+    assert layers == ["features.0", "features.4", "features.8"] and classes[1:] == [str(i) for i in range(10)]
+    run_feature_maps(settings, "tiny_cnn", str(EXAMPLES / "scene.png"))  # warm up: load, first plots
+    start = time.perf_counter()
+    seen, maps, filters, cam, label, note = run_feature_maps(
+        settings, "tiny_cnn", str(EXAMPLES / "scene.png"), layer="features.8", channels=4, cam_class="3")
+    print(f"run_feature_maps (warm, with plots): {time.perf_counter() - start:.3f} s")
+    assert seen.shape[:2] == cam.shape[:2] and seen.shape[0] >= 200
+    assert "**3**" in note
+
+
+def test_the_model_sees_permuted_pixels(settings):
+    from vision_lab.ui.feature_maps import load_cached, model_input, what_the_model_sees
+
+    ckpt = load_cached(settings.checkpoint_dirs[0] + "/perm_cnn.safetensors")
+    x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, str(EXAMPLES / "digit_7.png")))
+    assert x.shape == (1, 1, 28, 28)
+    plain = ckpt.preprocessing.__class__(1, 28, (0.5,), (0.25,))
+    assert not torch.equal(x, plain(model_input(ckpt.metadata, str(EXAMPLES / "digit_7.png"))[None]))
+
+
+def test_sketches_go_to_digit_models_mnist_style(settings):
+    from vision_lab.ui.classify import classify
+
+    sketch = np.zeros((400, 400, 4), np.uint8)
+    sketch[100:300, 190:210, 3] = 255  # a black "1" on a transparent canvas
+    results, seen = classify(settings, None, {"composite": sketch}, ["tiny_cnn", "perm_cnn"],
+                             source="sketch")
+    assert [r["checkpoint"] for r in results] == ["tiny_cnn", "perm_cnn"]
+    for r in results:
+        assert abs(sum(t["prob"] for t in r["top"]) - 1) < 1e-3
+    # perm_cnn is a 1-channel 28 px digit model: it gets MNIST's conversion (white on black).
+    assert seen[1].shape[2] == 3
+
+
+def test_empty_sketch_and_missing_image_are_plain_errors(settings):
+    import gradio as gr
+
+    from vision_lab.ui.classify import classify
+
+    blank = {"composite": np.zeros((400, 400, 4), np.uint8)}
+    with pytest.raises(ValueError, match="The sketch is empty: draw a digit first."):
+        classify(settings, None, blank, ["tiny_cnn"], source="sketch")
+    with pytest.raises(ValueError, match="No image yet"):
+        classify(settings, None, None, ["tiny_cnn"])
+    with pytest.raises(gr.Error):
+        classify(settings, str(EXAMPLES / "digit_7.png"), None, [])
