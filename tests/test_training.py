@@ -47,14 +47,14 @@ def test_invalid_config_gives_a_plain_sentence(kw, message):
 
 
 def test_cnn_beats_mlp_on_shapes(tmp_path, shapes):
-    common = dict(epochs=3, batch_size=64, lr=2e-3, seed=0)
+    common = dict(epochs=3, batch_size=64, lr=1e-3, seed=0)
     cnn = run_to_end(config(tmp_path, model="cnn", out=str(tmp_path / "c.safetensors"), **common), data=shapes)
     mlp = run_to_end(config(tmp_path, model="mlp", out=str(tmp_path / "m.safetensors"), **common), data=shapes)
     cnn_acc, mlp_acc = cnn.metrics["test_acc"], mlp.metrics["test_acc"]
     print(f"shapes after 3 epochs on 3000 images: cnn {cnn_acc:.3f}, mlp {mlp_acc:.3f}")
     assert cnn.reason == "completed" and len(cnn.history) == 3
-    assert cnn_acc > 0.6, "chance is 0.1"
-    assert cnn_acc > mlp_acc + 0.15
+    assert cnn_acc > 0.7, "chance is 0.1"
+    assert cnn_acc > mlp_acc + 0.3
 
 
 def test_events_carry_the_documented_fields(tmp_path, tiny):

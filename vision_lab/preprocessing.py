@@ -6,6 +6,7 @@ input pipeline (resize, normalize, and the pixel permutation of the permutation 
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,10 +89,13 @@ def open_image(source) -> Image.Image:
         if not data:
             raise ImageError(f"{name} is empty (0 bytes).")
         try:
-            img = Image.open(io.BytesIO(data))
-            img.seek(0)  # animated GIF/WebP: the first frame
-            img.load()
-        except Image.DecompressionBombError:
+            with warnings.catch_warnings():
+                # PIL only warns between 1x and 2x its pixel limit; refuse those images too.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                img.seek(0)  # animated GIF/WebP: the first frame
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{name} is too large to open safely "
                              f"(over {Image.MAX_IMAGE_PIXELS:,} pixels).") from None
         except UnidentifiedImageError:

@@ -76,7 +76,14 @@ def load_data(name: str, data_root: str | None = None, subset_train: int | None 
     options = {}
     if name == "shapes":
         # shapes is generated on the fly: make only as many images as asked for, not 12,000
-        # to then throw most away (generation is the slow part).
+        # to then throw most away (generation is the slow part). A subset is never larger than the
+        # full dataset, or one API call could make the server generate millions of images.
+        for split, size, full in (("train", subset_train, SHAPES_FULL[0]),
+                                  ("test", subset_test, SHAPES_FULL[1])):
+            if size and size > full:
+                kind = "training" if split == "train" else "test"
+                raise ValueError(f"subset_{split}={size} is larger than the {full} {kind} images "
+                                 f"of 'shapes'.")
         options = {"n_train": subset_train or SHAPES_FULL[0], "n_test": subset_test or SHAPES_FULL[1]}
         subset_train = subset_test = None
     if name.startswith("folder:") and image_size:

@@ -27,8 +27,29 @@ DEFAULTS = dict(dataset="shapes", subset_train=2000, subset_test=500, model="cnn
                 batch_size=64, optimizer="adam", lr=1e-3)
 
 
-def _int_or_none(value):
-    return int(value) if value not in (None, "") and int(value) > 0 else None
+def _number(value, what, whole=False):
+    """A form or API value as a float (or int), or ValueError naming the field: API callers can
+    send anything, e.g. lr="abc"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}.") from None
+    if whole:
+        if not number.is_integer():
+            raise ValueError(f"{what} must be a whole number, got {value!r}.")
+        return int(number)
+    return number
+
+
+def _whole(value, what):
+    return _number(value, what, whole=True)
+
+
+def _int_or_none(value, what):
+    if value in (None, ""):
+        return None
+    number = _whole(value, what)
+    return number if number > 0 else None
 
 
 def _int_list(text, what):
@@ -62,40 +83,50 @@ def make_config(dataset, folder_zip, folder_image_size, subset_train, subset_tes
                              f"got {hidden_sizes!r}.")
         options["hidden_sizes"] = sizes
     if "dropout" in defaults:
-        if not 0 <= float(dropout) < 1:
+        if not 0 <= _number(dropout, "dropout") < 1:
             raise ValueError(f"dropout must be at least 0 and below 1, got {dropout}.")
-        options["dropout"] = float(dropout)
+        options["dropout"] = _number(dropout, "dropout")
     if "batch_norm" in defaults:
         options["batch_norm"] = bool(batch_norm)
     is_resnet = model == "resnet18"
 
     scheduler_options = {}
     if scheduler == "step":
-        scheduler_options = {"step_size": int(step_size), "gamma": float(gamma)}
+        scheduler_options = {"step_size": _whole(step_size, "step size"),
+                             "gamma": _number(gamma, "gamma")}
     elif scheduler == "multistep":
-        scheduler_options = {"milestones": _int_list(milestones, "milestones"), "gamma": float(gamma)}
+        scheduler_options = {"milestones": _int_list(milestones, "milestones"),
+                             "gamma": _number(gamma, "gamma")}
     elif scheduler == "exponential":
-        scheduler_options = {"gamma": float(gamma)}
+        scheduler_options = {"gamma": _number(gamma, "gamma")}
     elif scheduler == "cosine":
-        scheduler_options = {"t_max": int(t_max) or None, "eta_min": float(eta_min)}
+        scheduler_options = {"t_max": _whole(t_max, "T_max") or None,
+                             "eta_min": _number(eta_min, "eta_min")}
     elif scheduler == "plateau":
-        scheduler_options = {"factor": float(plateau_factor), "patience": int(plateau_patience)}
+        scheduler_options = {"factor": _number(plateau_factor, "plateau factor"),
+                             "patience": _whole(plateau_patience, "plateau patience")}
 
     if augment == AUGMENT_TAB:
         augment = list(augment_spec or [])
+    resnet_pretrained = is_resnet and bool(pretrained)
     config = TrainConfig(
-        dataset=dataset, subset_train=_int_or_none(subset_train), subset_test=_int_or_none(subset_test),
-        image_size=int(folder_image_size) if dataset.startswith("folder:") else None,
-        model=model, model_options=options, pretrained=bool(pretrained) and is_resnet,
-        epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer, lr=float(lr),
-        momentum=float(momentum), weight_decay=float(weight_decay), l1=float(l1),
+        dataset=dataset, subset_train=_int_or_none(subset_train, "training subset"),
+        subset_test=_int_or_none(subset_test, "test subset"),
+        image_size=_whole(folder_image_size, "image size") if dataset.startswith("folder:") else None,
+        model=model, model_options=options, pretrained=resnet_pretrained,
+        epochs=_whole(epochs, "epochs"), batch_size=_whole(batch_size, "batch size"),
+        optimizer=optimizer, lr=_number(lr, "learning rate"), momentum=_number(momentum, "momentum"),
+        weight_decay=_number(weight_decay, "weight decay"), l1=_number(l1, "L1"),
         scheduler=scheduler, scheduler_options=scheduler_options,
-        early_stopping_patience=int(early_stopping_patience),
-        early_stopping_min_delta=float(early_stopping_min_delta), restore_best=bool(restore_best),
-        freeze_epochs=int(freeze_epochs) if is_resnet and pretrained else 0,
-        unfreeze_lr=float(unfreeze_lr) if is_resnet and pretrained and unfreeze_lr else None,
-        permute_pixels=bool(permute_pixels), permutation_seed=int(permutation_seed),
-        augment=augment, seed=int(seed))
+        early_stopping_patience=_whole(early_stopping_patience, "early stopping patience"),
+        early_stopping_min_delta=_number(early_stopping_min_delta, "early stopping min delta"),
+        restore_best=bool(restore_best),
+        freeze_epochs=_whole(freeze_epochs, "freeze epochs") if resnet_pretrained else 0,
+        unfreeze_lr=(_number(unfreeze_lr, "lr after unfreezing")
+                     if resnet_pretrained and unfreeze_lr else None),
+        permute_pixels=bool(permute_pixels),
+        permutation_seed=_whole(permutation_seed, "permutation seed"),
+        augment=augment, seed=_whole(seed, "seed"))
     config.validate()
     return config
 
