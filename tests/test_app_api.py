@@ -67,3 +67,10 @@ def test_compare_pretrained_offline_says_so(client, monkeypatch):
     if "could not be downloaded" not in text:
         pytest.skip("the ImageNet weights are available here, so there is nothing to report")
     assert "resnet18" in text.lower() and "Traceback" not in text
+
+
+def test_first_use_of_a_downloadable_dataset_says_it_downloads(tmp_path):
+    from vision_lab.ui.train import loading_message
+
+    assert loading_message("cifar10", str(tmp_path)).startswith("**Downloading cifar10**")
+    assert loading_message("shapes", str(tmp_path)) == "Loading shapes …"

@@ -23,6 +23,20 @@ AUGMENT_TAB = "Augment tab's settings"
 RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.04, 15.0
 
 
+def loading_message(dataset: str, data_root) -> str:
+    """Say when a first use downloads the dataset, so a long wait is not a silent one."""
+    from ..datasets import dataset_info
+
+    try:
+        needs_download = dataset_info(dataset, data_root=data_root).get("needs_download")
+    except (ValueError, OSError):
+        needs_download = False  # the loader itself reports what is wrong with the name or path
+    if needs_download:
+        return (f"**Downloading {dataset}** into the data folder (first use only; this can take a "
+                f"minute or two) …")
+    return f"Loading {dataset} …"
+
+
 def live_image(label: str, **kwargs) -> gr.Image:
     return gr.Image(label=label, interactive=False, format="png", **kwargs)
 GAMMA_DEFAULTS = {"step": 0.1, "multistep": 0.1, "exponential": 0.9}
@@ -407,8 +421,8 @@ def build(settings, augment_spec=None, tab=None):
                 yield ("**Stopped** before it started.", *[gr.skip()] * 10)
                 return
             config = make_config(*args)
-            yield (f"Loading {config.dataset} …", None, None, None, None, None, None, [],
-                   "", None, None)
+            yield (loading_message(config.dataset, settings.data_root), None, None, None, None,
+                   None, None, [], "", None, None)
             data = load_data(config.dataset, settings.data_root, config.subset_train,
                              config.subset_test, config.seed, config.image_size)
             prepare_augment(config, data.image_size)
