@@ -97,3 +97,47 @@ def rss_mb(pid: int) -> dict:
             key, value = line.split(":")
             out[key] = int(value.split()[0]) / 1024
     return {"rss_mb": out.get("VmRSS"), "peak_rss_mb": out.get("VmHWM")}
+
+
+class App:
+    """`python app.py` in a subprocess on a free port, with runs saved under a temp folder."""
+
+    def __init__(self, runs_dir: str, timeout: float = 120.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "VISION_LAB_CHECKPOINTS": runs_dir, "GRADIO_ANALYTICS_ENABLED": "False",
+               "PYTHONUNBUFFERED": "1"}
+        self.log = open(Path(runs_dir) / "app.log", "w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([PYTHON, str(ROOT / "app.py"), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.first_page = wait_for_http(self.url, timeout, self.proc) - self.started
+
+    def client(self):
+        from gradio_client import Client
+        return Client(self.url, verbose=False)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def percentile(values, q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)

@@ -6,6 +6,7 @@ Data stays in memory as uint8 tensors and is augmented a whole batch at a time (
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -294,6 +295,23 @@ def checkpoint_metadata(config: TrainConfig, data: ImageData, prep: Preprocessin
     }
 
 
+@contextlib.contextmanager
+def _one_thread_off_main():
+    """Run the batch augmentation's many small ops on one CPU thread when training runs outside
+    the main thread (as in the app). There, OpenMP's workers sleep between parallel ops instead of
+    spinning (libgomp throttles the spin once two thread teams exist), so each op pays a wake-up
+    and augmenting a batch took ~4x longer than on one thread (benchmarks/app_overhead.py)."""
+    if threading.current_thread() is threading.main_thread() or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # this thread's OpenMP setting (and the default for new threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
@@ -393,7 +411,9 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
                 return
             idx = order[start:start + batch_size]
             try:
-                x = prep(augment(data.train_images[idx], aug_gen)).to(device, non_blocking=True)
+                with _one_thread_off_main():
+                    x = prep(augment(data.train_images[idx], aug_gen))
+                x = x.to(device, non_blocking=True)
                 y = data.train_labels[idx].to(device, non_blocking=True)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
