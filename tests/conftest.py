@@ -34,38 +34,72 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class LaunchedApp:
+    """`python app.py ARGS` on a free port, its runs and data in `home`, its output in home/app.log."""
+
+    def __init__(self, home, *args: str):
+        import subprocess
+        import time
+        import urllib.request
+
+        self.home = Path(home)
+        port = _free_port()
+        env = {**os.environ, "VISION_LAB_CHECKPOINTS": str(self.home / "checkpoints"),
+               "VISION_LAB_DATA": str(self.home / "data"), "GRADIO_ANALYTICS_ENABLED": "False"}
+        self.log = open(self.home / "app.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
+                                      *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError("app.py did not start:\n" + (self.home / "app.log").read_text()[-3000:])
+                time.sleep(0.5)
+
+    def run_processes(self) -> list[int]:
+        """Pids of the training processes running now (children of the app's forkserver)."""
+        def children(pid):
+            out = []
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                            out.append(int(entry.name))
+                    except (OSError, ValueError, IndexError):
+                        continue
+            return out
+
+        runs = []
+        for child in children(self.proc.pid):
+            try:
+                if b"forkserver" in (Path("/proc") / str(child) / "cmdline").read_bytes():
+                    runs += children(child)
+            except OSError:
+                continue
+        return runs
+
+    def close(self):
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """One real `python app.py` server for the whole session (starting one costs seconds)."""
-    import subprocess
-    import time
-    import urllib.request
-
-    home = tmp_path_factory.mktemp("app")
-    port = _free_port()
-    env = {**os.environ, "VISION_LAB_CHECKPOINTS": str(home / "checkpoints"),
-           "VISION_LAB_DATA": str(home / "data"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(home / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("app.py did not start:\n" + (home / "app.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    app = LaunchedApp(tmp_path_factory.mktemp("app"))
+    yield app.url
+    app.close()
 
 
 @pytest.fixture(scope="session")

@@ -485,6 +485,28 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, small, monk
 
 # ---- stops --------------------------------------------------------------------------------------
 
+def test_stop_during_a_checkpoint_write_keeps_that_epoch_whole(tmp_path, small, monkeypatch):
+    """Stop pressed while epoch 2 is being written: the write finishes (it is never cut short), the
+    run ends before epoch 3, and the file on disk is epoch 2's, complete."""
+    stop = threading.Event()
+    real_save = training.save_checkpoint
+    calls = {"n": 0}
+
+    def save(path, model, metadata):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            stop.set()                   # between the epoch's end and its file being complete
+        return real_save(path, model, metadata)
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    config = _config(tmp_path, epochs=3)
+    end = list(train(config, stop=stop, data=small))[-1]
+    assert end.reason == "stopped" and end.message == "Stopped; kept epoch 2, the last one that finished."
+    ckpt = load_checkpoint(end.checkpoint)
+    assert [h["epoch"] for h in ckpt.metadata["history"]] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".safetensors" or p.name.startswith(".")] == []
+
+
 def test_stop_during_evaluation_keeps_the_last_finished_epoch(tmp_path, small, monkeypatch):
     stop = threading.Event()
     real_evaluate = training.evaluate

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,42 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def _temp_owner_alive(name: str) -> bool:
+    """Whether the process that wrote temp file `.NAME.PID.tmp` still runs."""
+    try:
+        pid = int(name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory, older_than: float = 3600.0) -> list[Path]:
+    """Delete temp files that atomic writes left behind when their process was killed.
+
+    A temp file is stale when the process named in it is gone, or when it is older than
+    `older_than` seconds (a write takes seconds, and a pid can be reused). Returns what was removed.
+    """
+    removed = []
+    root = Path(directory)
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for p in root.rglob(".*.tmp"):
+        try:
+            if not _temp_owner_alive(p.name) or now - p.stat().st_mtime > older_than:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            continue  # finished (renamed) or removed meanwhile
+    return removed
 
 
 def save_checkpoint(path, model: torch.nn.Module, metadata: dict) -> Path:
@@ -178,8 +215,9 @@ class CheckpointInfo:
 def list_checkpoints(*directories) -> list[CheckpointInfo]:
     """Valid checkpoints under the given folders (recursively), newest first.
 
-    Hidden files (temp files of writes in progress) and files that fail to parse are skipped, so a
-    half-written or foreign file never shows up in a picker.
+    Hidden files (temp files of writes in progress), anything inside a hidden folder under a
+    listed folder (the app keeps each visitor's private runs in one) and files that fail to parse
+    are skipped, so a half-written, private or foreign file never shows up in a picker.
     """
     dirs = [Path(d) for d in directories] or [default_checkpoint_dir()]
     found: dict[Path, CheckpointInfo] = {}
@@ -187,7 +225,7 @@ def list_checkpoints(*directories) -> list[CheckpointInfo]:
         if not d.is_dir():
             continue
         for p in d.rglob("*" + SUFFIX):
-            if p.name.startswith(".") or p.resolve() in found:
+            if any(part.startswith(".") for part in p.relative_to(d).parts) or p.resolve() in found:
                 continue
             try:
                 meta = read_metadata(p)

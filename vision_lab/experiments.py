@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 from .training import RunEnd, TrainConfig, train
@@ -207,21 +208,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "run"
 
 
-def run_comparison(runs: list[tuple[str, TrainConfig]], data, stop: threading.Event | None = None
-                   ) -> Iterator[tuple[str, object]]:
+def run_comparison(runs: list[tuple[str, TrainConfig]], data, stop: threading.Event | None = None,
+                   out_dir=None) -> Iterator[tuple[str, object]]:
     """Train each run on `data` in turn, yielding (label, event). Stop ends the current run within
-    a batch and skips the rest. Checkpoints go under <checkpoints>/runs/compare/ unless a config
-    names its own `out`."""
+    a batch and skips the rest. Checkpoints go under `out_dir` (default <checkpoints>/runs/compare/)
+    unless a config names its own `out`."""
     from .checkpoints import default_checkpoint_dir
 
     stop = stop or threading.Event()
+    out_dir = Path(out_dir) if out_dir else default_checkpoint_dir() / "runs" / "compare"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for label, config in runs:
         if stop.is_set():
             break
         if config.out is None:
-            config = replace(config, out=str(default_checkpoint_dir() / "runs" / "compare" /
-                                             f"{_slug(label)}_{data.name}_{stamp}.safetensors"))
+            config = replace(config, out=str(out_dir / f"{_slug(label)}_{data.name}_{stamp}.safetensors"))
         for event in train(config, stop=stop, data=data):
             yield label, event
 

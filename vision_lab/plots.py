@@ -123,8 +123,12 @@ def _smooth(values: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 @_styled
-def loss_curve(steps, losses, title: str = "Training loss per iteration", smoothing: float = 0.9) -> Figure:
-    """Raw loss per iteration (faint) and its moving average (bold)."""
+def loss_curve(steps, losses, title: str = "Training loss per iteration", smoothing: float = 0.9,
+               max_points: int | None = None) -> Figure:
+    """Raw loss per iteration (faint) and its moving average (bold).
+
+    `max_points` thins both lines to about that many points (the average is computed on every
+    point first): drawing time grows with the points, and a screen shows no more anyway."""
     if not 0 <= smoothing < 1:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     steps, losses = _to_numpy(steps, float), _to_numpy(losses, float)
@@ -135,8 +139,12 @@ def loss_curve(steps, losses, title: str = "Training loss per iteration", smooth
     if len(losses) == 0:
         _show_message(ax, "waiting for the first batch…")
         return fig
+    smoothed = _smooth(losses, smoothing)
+    if max_points and len(steps) > max_points:
+        keep = np.unique(np.linspace(0, len(steps) - 1, max_points).round().astype(int))
+        steps, losses, smoothed = steps[keep], losses[keep], smoothed[keep]
     ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label="loss of each batch")
-    ax.plot(steps, _smooth(losses, smoothing), color="C0", linewidth=3, label="moving average")
+    ax.plot(steps, smoothed, color="C0", linewidth=3, label="moving average")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -343,6 +351,11 @@ def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
     axes[-1].set_xlabel("hidden unit")
     fig.suptitle("Hidden-layer activations for one image")
     return fig
+
+
+def save_png(fig: Figure, path) -> None:
+    """Render a figure straight to a PNG file (no intermediate array)."""
+    FigureCanvasAgg(fig).print_png(str(path))
 
 
 def figure_to_image(fig: Figure) -> np.ndarray:

@@ -274,10 +274,13 @@ def make_scheduler(config: TrainConfig, optimizer, epochs: int):
     return None
 
 
-def default_run_path(config: TrainConfig) -> Path:
+def default_run_path(config: TrainConfig, folder=None) -> Path:
+    """A new file name for a run: <folder>/<model>_<dataset>_<time>.safetensors, where folder
+    defaults to <checkpoints>/runs."""
     dataset = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(config.dataset.removeprefix("folder:")).stem)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = default_checkpoint_dir() / "runs" / f"{config.model}_{dataset}_{stamp}"
+    folder = Path(folder) if folder is not None else default_checkpoint_dir() / "runs"
+    base = folder / f"{config.model}_{dataset}_{stamp}"
     path, n = base.with_suffix(".safetensors"), 1
     while path.exists():
         n += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .common import chw_to_numpy, dataset_choices, enlarge, example_images, friendly_errors, load_data
+from .fields import Number, Slider
 
 DEFAULT_SIZE = 64
 # Ops whose first effect is the image's size: their `size` follows the image-size slider.
@@ -36,7 +37,7 @@ def _param_controls(op, params, step, size):
             c.component = gr.Textbox(value=value, label=f"{c.param} (one per channel)", max_lines=1)
         else:
             label = c.param if c.part is None else f"{c.param} {('min', 'max')[c.part]}"
-            c.component = gr.Slider(info["min"], info["max"], value=value, step=info["step"],
+            c.component = Slider(info["min"], info["max"], value=value, step=info["step"],
                                     label=label)
     return controls
 
@@ -166,11 +167,11 @@ def build(settings, augment_spec=None, tab=None):
             with gr.Row():
                 preset_name = gr.Dropdown(list_presets(), value=first_preset, label="Preset",
                                           info="sets the controls below")
-                image_size = gr.Slider(16, 256, value=DEFAULT_SIZE, step=1, label="Image size (px)",
+                image_size = Slider(16, 256, value=DEFAULT_SIZE, step=1, label="Image size (px)",
                                        info="the image is resized to this square first")
             with gr.Row():
-                n = gr.Slider(8, 32, value=16, step=1, label="N (augmented copies)")
-                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+                n = Slider(8, 32, value=16, step=1, label="N (augmented copies)")
+                seed = Number(value=0, precision=0, label="Seed", minimum=0)
             run = gr.Button("Augment", variant="primary", elem_id="augment-run")
             gr.Markdown("### Transforms")
             for op, spec in OPS.items():

@@ -8,13 +8,15 @@ from __future__ import annotations
 import gradio as gr
 
 from . import common
+from .storage import owner_of
 from .feature_maps import (checkpoint_dropdown, choose_input, load_cached, model_input,
                            refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees)
 
 MAX_MODELS = 3
 
 
-def classify(settings, image, sketch=None, checkpoints=None, source="image", digit_mode=True):
+def classify(settings, image, sketch=None, checkpoints=None, source="image", digit_mode=True,
+             owner=None):
     """Every chosen checkpoint's answer for one image.
 
     Returns a list of {"checkpoint", "top": [{"label", "prob"}, ... all classes, most likely
@@ -32,7 +34,7 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
     image, drawn = choose_input(source, image, sketch)
     results, seen = [], []
     for value in checkpoints:
-        ckpt = load_cached(resolve_checkpoint(settings, value))
+        ckpt = load_cached(resolve_checkpoint(settings, value, owner))
         x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
         # All classes, so the probabilities add up to 1; the Label shows the top 5.
         top = predict(ckpt.model, x, ckpt.classes, top_k=len(ckpt.classes))[0]
@@ -72,8 +74,10 @@ def build(settings, tab=None) -> None:
                 raw = gr.JSON(label="Results")
 
     @common.friendly_errors
-    def handle(image, checkpoints, sketch=None, source="image", digit_mode=True):
-        results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode)
+    def handle(image, checkpoints, sketch=None, source="image", digit_mode=True,
+               request: gr.Request = None):
+        results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode,
+                                 owner_of(request))
         label_updates, seen_updates = [], []
         for i in range(MAX_MODELS):
             if i < len(results):
@@ -93,5 +97,7 @@ def build(settings, tab=None) -> None:
                   [raw, *labels, *seens], api_name="classify", concurrency_limit=2)
 
     if tab is not None:
-        tab.select(lambda current: refreshed_choices(settings, current, multiselect=True),
-                   [checkpoints], [checkpoints], api_name=False, queue=False)
+        def refresh(current, request: gr.Request):
+            return refreshed_choices(settings, current, multiselect=True, owner=owner_of(request))
+
+        tab.select(refresh, [checkpoints], [checkpoints], api_name=False, queue=False)

@@ -99,15 +99,19 @@ def load_data(name: str, data_root: str | None = None, subset_train: int | None 
 
 # ---- checkpoints --------------------------------------------------------------------------------
 
-def checkpoint_choices(settings) -> list[tuple[str, str]]:
-    """(label, path) for every checkpoint in the shipped folder and the runs folder, newest first."""
+def checkpoint_choices(settings, owner=None) -> list[tuple[str, str]]:
+    """(label, path) for every checkpoint this visitor may pick (shipped, shared and their own
+    runs), newest first."""
     from ..checkpoints import list_checkpoints
+    from .storage import visible_dirs
 
-    choices = []
-    for info in list_checkpoints(*settings.checkpoint_dirs):
-        acc = f", test acc {info.test_acc:.1%}" if info.test_acc is not None else ""
-        choices.append((f"{info.name} ({info.model} on {info.dataset}{acc})", str(info.path)))
-    return choices
+    return [(checkpoint_label(info), str(info.path))
+            for info in list_checkpoints(*visible_dirs(settings, owner))]
+
+
+def checkpoint_label(info) -> str:
+    acc = f", test acc {info.test_acc:.1%}" if info.test_acc is not None else ""
+    return f"{info.name} ({info.model} on {info.dataset}{acc})"
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -152,73 +156,27 @@ def figure(fig):
     return fig
 
 
-# ---- runs: one Stop button per browser session, and who is waiting ------------------------------
-
-class RunRegistry:
-    """Stop events of the trainings each session started (running or waiting in the queue).
-
-    Stop sets an event rather than cancelling the Gradio event: the training thread then ends
-    within one batch and keeps its last finished epoch, and the handler still reports it.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._events: dict[str, list[threading.Event]] = {}
-        self.running = 0
-
-    def queue(self, session: str) -> threading.Event:
-        """A new run's stop event, made when Start is pressed (before the queue lets it run)."""
-        event = threading.Event()
-        event.claimed = False
-        with self._lock:
-            self._events.setdefault(session, []).append(event)
-        return event
-
-    def claim(self, session: str) -> threading.Event:
-        """The run's stop event as it starts (made now for API callers that skipped `queue`)."""
-        with self._lock:
-            for event in self._events.get(session, []):
-                if not event.claimed:
-                    break
-            else:
-                event = threading.Event()
-                self._events.setdefault(session, []).append(event)
-            event.claimed = True
-            self.running += 1
-        return event
-
-    def release(self, session: str, event: threading.Event) -> None:
-        with self._lock:
-            self.running -= 1
-            events = self._events.get(session, [])
-            if event in events:
-                events.remove(event)
-            if not events:
-                self._events.pop(session, None)
-
-    def stop(self, session: str) -> int:
-        """Stop every run of this session; returns how many there were."""
-        with self._lock:
-            events = list(self._events.get(session, []))
-        for event in events:
-            event.set()
-        return len(events)
-
-
-RUNS = RunRegistry()
-
+# ---- requests ------------------------------------------------------------------------------------
 
 def session_of(request) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def queue_message(settings) -> str:
-    busy = RUNS.running
-    if busy >= settings.max_concurrent_trainings:
-        limit = settings.max_concurrent_trainings
-        return (f"**Waiting:** {busy} training(s) already running and this server runs "
-                f"{limit} at a time. Yours starts as soon as one finishes (Stop cancels it).")
-    return "Starting …"
+def check_server_folder(settings, dataset: str) -> None:
+    """On a public server a typed `folder:PATH` must lie inside the data folder: otherwise a visitor
+    could read any images on the machine, other visitors' uploads among them."""
+    from ..datasets import FOLDER_PREFIX, resolve_data_root
+
+    if not (settings.public and dataset.startswith(FOLDER_PREFIX)):
+        return
+    root = Path(resolve_data_root(settings.data_root)).resolve()
+    try:
+        inside = Path(dataset[len(FOLDER_PREFIX):]).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise ValueError(f"On this shared server, folder: datasets must be inside the data folder "
+                         f"({root.name}/). Upload a zip of class folders instead.")
 
 
 def format_seconds(seconds: float) -> str:
@@ -226,29 +184,6 @@ def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds} s"
     return f"{seconds // 60} min {seconds % 60:02d} s"
-
-
-def run_in_thread(events, stop: threading.Event):
-    """Drain the generator `events` in a background thread; returns (thread, queue).
-
-    The queue gets every event, then an exception if one was raised, then None.
-    """
-    import queue as _queue
-
-    q: _queue.Queue = _queue.Queue()
-
-    def worker():
-        try:
-            for ev in events:
-                q.put(ev)
-        except BaseException as e:  # noqa: BLE001 - handed to the UI thread to report
-            q.put(e)
-        finally:
-            q.put(None)
-
-    thread = threading.Thread(target=worker, daemon=True, name="vision-lab-training")
-    thread.start()
-    return thread, q
 
 
 def drain(q, timeout: float):

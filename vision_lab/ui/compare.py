@@ -6,8 +6,10 @@ import time
 
 import gradio as gr
 
-from .common import (RUNS, dataset_choices, drain, format_seconds, friendly_errors, load_data,
-                     queue_message, run_in_thread, session_of, user_error)
+from .common import (check_server_folder, dataset_choices, drain, format_seconds, friendly_errors,
+                     load_data, session_of, user_error)
+from .runs import RUNS, waiting_message
+from .storage import check_quota, owner_dir, owner_of
 
 CUSTOM = "Custom (edit the table)"
 REDRAW_EVERY = 1.0
@@ -72,10 +74,6 @@ def build(settings, tab=None):
                     gr.update(visible=True))
         return EXPERIMENTS[name].description, gr.update(visible=False)
 
-    def prepare(request: gr.Request):
-        RUNS.queue(session_of(request))
-        return queue_message(settings)
-
     def stop_run(request: gr.Request):
         if RUNS.stop(session_of(request)):
             return "**Stopping …** the current run ends within a batch; the rest are skipped."
@@ -89,20 +87,26 @@ def build(settings, tab=None):
     @friendly_errors
     def compare(experiment_name, dataset_name, size_name, custom_table, request: gr.Request = None):
         """Run a comparison; yields the live overlay and, at the end, one table row per run."""
-        from ..experiments import build_runs, check_requirements, custom_runs, run_comparison, summary_row
+        from ..experiments import build_runs, check_requirements, custom_runs, summary_row
         from ..training import BatchEnd, EpochEnd, RunEnd
+        from ..worker import RunDied, compare_in_process
 
-        session = session_of(request)
-        stop_event = RUNS.claim(session)
+        owner = owner_of(request)
+        if experiment_name == CUSTOM:
+            runs = custom_runs(_rows_from_table(custom_table), dataset_name, size_name)
+        else:
+            runs = build_runs(experiment_name, dataset_name, size_name)
+        check_server_folder(settings, dataset_name)
+        check_requirements(runs)
+        check_quota(settings, owner)
+        ticket = RUNS.enter(session_of(request))
+        run = None
         try:
-            if stop_event.is_set():
-                yield "**Stopped** before it started.", gr.skip(), gr.skip(), gr.skip()
-                return
-            if experiment_name == CUSTOM:
-                runs = custom_runs(_rows_from_table(custom_table), dataset_name, size_name)
-            else:
-                runs = build_runs(experiment_name, dataset_name, size_name)
-            check_requirements(runs)
+            while not RUNS.wait(ticket, timeout=1.0):
+                if ticket.stop.is_set():
+                    yield "**Stopped** before it started.", gr.skip(), gr.skip(), gr.skip()
+                    return
+                yield waiting_message(RUNS, ticket), gr.skip(), gr.skip(), gr.skip()
             first = runs[0][1]
             yield f"Loading {dataset_name} …", _table([]), None, None
             data = load_data(first.dataset, settings.data_root, first.subset_train, first.subset_test,
@@ -110,12 +114,18 @@ def build(settings, tab=None):
             configs = dict(runs)
             histories = {label: [] for label, _ in runs}
             rows, started = [], time.perf_counter()
-            thread, q = run_in_thread(run_comparison(runs, data, stop_event), stop_event)
-            last_draw, dirty, current, done = 0.0, True, None, False
+            mine = owner_dir(settings, owner)
+            run = compare_in_process(runs, data, out_dir=mine / "compare" if mine else None,
+                                     stop=ticket.stop)
+            run.on_exit(lambda: RUNS.release(ticket))
+            last_draw, dirty, current, done, died = 0.0, True, None, False, None
             while not done:
-                for item in drain(q, timeout=0.2):
+                for item in drain(run.events, timeout=0.2):
                     if item is None:
                         done = True
+                        continue
+                    if isinstance(item, RunDied):
+                        died = str(item)
                         continue
                     if isinstance(item, BaseException):
                         if isinstance(item, (ValueError, RuntimeError, OSError)):
@@ -141,9 +151,11 @@ def build(settings, tab=None):
                     dirty = False
                     yield line, _table(rows), *figs
                     last_draw = time.perf_counter()
-            stopped = stop_event.is_set() and len(rows) < len(runs) or any(r["ended"] == "stopped" for r in rows)
+            stopped = ticket.stop.is_set() and len(rows) < len(runs) or any(r["ended"] == "stopped" for r in rows)
             total = format_seconds(time.perf_counter() - started)
-            if stopped:
+            if died:
+                message = f"**{died}** {len(rows)} of {len(runs)} runs had finished."
+            elif stopped:
                 message = f"**Stopped** after {total}; {len(rows)} of {len(runs)} runs reported."
             else:
                 message = f"**Done**: {len(runs)} runs in {total}."
@@ -151,9 +163,16 @@ def build(settings, tab=None):
             if diverged:
                 message += f" **Warning:** {', '.join(diverged)} diverged: try a lower learning rate."
             yield message, _table(rows), *figures(histories)
+        except GeneratorExit:
+            if settings.on_disconnect == "stop":
+                ticket.stop.set()
+            raise
+        except BaseException:
+            ticket.stop.set()
+            raise
         finally:
-            stop_event.set()
-            RUNS.release(session, stop_event)
+            if run is None:
+                RUNS.release(ticket)
 
     def _table(rows):
         import pandas as pd
@@ -163,8 +182,6 @@ def build(settings, tab=None):
 
     experiment.change(on_experiment, experiment, [description, custom], queue=False,
                       api_visibility="private")
-    start.click(prepare, None, status, queue=False, api_visibility="private").then(
-        compare, [experiment, dataset, size, custom], [status, table, acc_plot, loss_plot],
-        api_name="compare", concurrency_limit=settings.max_concurrent_trainings,
-        concurrency_id="training", show_progress="hidden")
+    start.click(compare, [experiment, dataset, size, custom], [status, table, acc_plot, loss_plot],
+                api_name="compare", concurrency_limit=None, show_progress="hidden")
     stop.click(stop_run, None, status, queue=False, api_visibility="private")

@@ -18,6 +18,8 @@ import gradio as gr
 import numpy as np
 
 from . import common
+from .fields import Number, Slider
+from .storage import owner_of
 
 PREDICTED = "the predicted class"
 DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about this many pixels
@@ -74,19 +76,20 @@ def load_cached(path):
     return ckpt
 
 
-def resolve_checkpoint(settings, value) -> str:
+def resolve_checkpoint(settings, value, owner=None) -> str:
     """A picker value (a path) or, for API callers, a checkpoint name -> a path.
 
-    Only checkpoints in the app's folders are accepted: a caller cannot make the server open an
-    arbitrary file.
+    Only checkpoints this visitor may see are accepted (shipped, shared, their own runs): a caller
+    cannot make the server open an arbitrary file, or another visitor's run.
     """
     from ..checkpoints import CheckpointError, list_checkpoints
+    from .storage import visible_dirs
 
     if not value:
         raise gr.Error("Choose a checkpoint first (train one in the Train tab if the list is empty).",
                        print_exception=False)
     value = str(value)
-    infos = list_checkpoints(*settings.checkpoint_dirs)
+    infos = list_checkpoints(*visible_dirs(settings, owner))
     for info in infos:
         if value in (str(info.path), info.name, info.path.name):
             return str(info.path)
@@ -201,9 +204,9 @@ def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, default
                        elem_id=elem_id)
 
 
-def refreshed_choices(settings, current, multiselect=False):
+def refreshed_choices(settings, current, multiselect=False, owner=None):
     """New picker choices (checkpoints appear without a restart), keeping the selection if valid."""
-    choices = common.checkpoint_choices(settings)
+    choices = common.checkpoint_choices(settings, owner)
     values = [v for _, v in choices]
     if multiselect:
         kept = [v for v in (current or []) if v in values] or values[:1]
@@ -236,7 +239,7 @@ def _filters_image(ckpt):
     return _FILTERS[key][1]
 
 
-def checkpoint_controls(settings, checkpoint) -> tuple[list[str], list[str], str]:
+def checkpoint_controls(settings, checkpoint, owner=None) -> tuple[list[str], list[str], str]:
     """Conv layers, Grad-CAM class choices and a one-line description of a checkpoint."""
     from ..datasets import dataset_info
     from ..inspect import NO_SPATIAL_MESSAGE
@@ -244,7 +247,7 @@ def checkpoint_controls(settings, checkpoint) -> tuple[list[str], list[str], str
 
     if not checkpoint:
         return [], [PREDICTED], "No checkpoint yet: train one in the Train tab."
-    ckpt = load_cached(resolve_checkpoint(settings, checkpoint))
+    ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     meta = ckpt.metadata
     layers = [name for name, _ in conv_layers(ckpt.model)]
     dataset = str(meta.get("dataset", "?"))
@@ -262,15 +265,15 @@ def checkpoint_controls(settings, checkpoint) -> tuple[list[str], list[str], str
     return layers, [PREDICTED] + ckpt.classes, note
 
 
-def _safe_controls(settings, checkpoint):
+def _safe_controls(settings, checkpoint, owner=None):
     try:
-        return checkpoint_controls(settings, checkpoint)
+        return checkpoint_controls(settings, checkpoint, owner)
     except (ValueError, RuntimeError, OSError) as e:
         return [], [PREDICTED], str(e)
 
 
 def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", layer=None,
-                     channels=16, cam_class=PREDICTED, digit_mode=True):
+                     channels=16, cam_class=PREDICTED, digit_mode=True, owner=None):
     """Everything the tab shows for one checkpoint and one image.
 
     Returns (model input, feature maps or hidden activations, filters, Grad-CAM overlay,
@@ -281,7 +284,7 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     from ..models import conv_layers
     from ..plots import feature_map_grid, hidden_activation_plot
 
-    ckpt = load_cached(resolve_checkpoint(settings, checkpoint))
+    ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     image, drawn = choose_input(source, image, sketch)
     x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
     top = predict(ckpt.model, x, ckpt.classes, top_k=5)[0]
@@ -310,11 +313,11 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     return shown, maps_img, filters_img, cam_img, label, note
 
 
-def dataset_sample_for(settings, checkpoint, index):
+def dataset_sample_for(settings, checkpoint, index, owner=None):
     """A test image of the checkpoint's dataset (when available offline) into the image input."""
     from ..datasets import DatasetUnavailable, dataset_info
 
-    ckpt = load_cached(resolve_checkpoint(settings, checkpoint))
+    ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     dataset = str(ckpt.metadata.get("dataset", ""))
     try:
         missing = dataset_info(dataset, settings.data_root)["needs_download"]
@@ -358,7 +361,7 @@ def build(settings, tab=None) -> None:
                             elem_id="fm-examples")
             with gr.Row():
                 sample_btn = gr.Button("Dataset sample", size="sm", variant="secondary")
-                sample_index = gr.Number(value=0, precision=0, label="Test image #", minimum=0,
+                sample_index = Number(value=0, precision=0, label="Test image #", minimum=0,
                                          min_width=80)
             sample_note = gr.Markdown()
             digit_mode = gr.Checkbox(value=True, label="Digit models: convert uploads like MNIST "
@@ -366,7 +369,7 @@ def build(settings, tab=None) -> None:
             with gr.Row():
                 layer = gr.Dropdown(label="Conv layer", choices=layers0,
                                     value=layers0[0] if layers0 else None)
-                channels = gr.Slider(1, 64, value=16, step=1, label="First N channels")
+                channels = Slider(1, 64, value=16, step=1, label="First N channels")
             cam_class = gr.Dropdown(label="Grad-CAM for", choices=classes0, value=PREDICTED)
             run_btn = gr.Button("Show feature maps", variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
@@ -379,8 +382,8 @@ def build(settings, tab=None) -> None:
             maps = gr.Image(label="Feature maps", format="png", interactive=False, elem_id="fm-maps")
             filters = gr.Image(label="First layer's filters", format="png", interactive=False, height=320,
                                elem_id="fm-filters")
-    def on_checkpoint(checkpoint):
-        layers, classes, text = _safe_controls(settings, checkpoint)
+    def on_checkpoint(checkpoint, request: gr.Request):
+        layers, classes, text = _safe_controls(settings, checkpoint, owner_of(request))
         return (gr.update(choices=layers, value=layers[0] if layers else None),
                 gr.update(choices=classes, value=PREDICTED), text)
 
@@ -388,21 +391,23 @@ def build(settings, tab=None) -> None:
 
     @common.friendly_errors
     def handle(checkpoint, image, sketch=None, source="image", layer=None, channels=16,
-               cam_class=PREDICTED, digit_mode=True):
+               cam_class=PREDICTED, digit_mode=True, request: gr.Request = None):
         return run_feature_maps(settings, checkpoint, image, sketch, source, layer, channels,
-                                cam_class, digit_mode)
+                                cam_class, digit_mode, owner_of(request))
 
     run_btn.click(handle, [checkpoint, image, sketch, source, layer, channels, cam_class, digit_mode],
                   [seen, maps, filters, cam, prediction, note], api_name="feature_maps",
                   concurrency_limit=2)
 
     @common.friendly_errors
-    def sample(checkpoint, index):
-        return dataset_sample_for(settings, checkpoint, index)
+    def sample(checkpoint, index, request: gr.Request):
+        return dataset_sample_for(settings, checkpoint, index, owner_of(request))
 
     sample_btn.click(sample, [checkpoint, sample_index], [image, sample_note, sample_index],
                      api_name=False)
 
     if tab is not None:
-        tab.select(lambda current: refreshed_choices(settings, current), [checkpoint], [checkpoint],
-                   api_name=False, queue=False)
+        def refresh(current, request: gr.Request):
+            return refreshed_choices(settings, current, owner=owner_of(request))
+
+        tab.select(refresh, [checkpoint], [checkpoint], api_name=False, queue=False)

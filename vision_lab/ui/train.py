@@ -1,26 +1,33 @@
 """Train tab: every TrainConfig option, live curves while it trains, results when it ends.
 
-`training.train` runs in a background thread and feeds a queue; the handler drains the queue and
-redraws about once a second (drawing per batch would slow training down). Stop sets the run's
-threading.Event, so training ends within one batch and keeps its last finished epoch.
+`training.train` runs in a child process (vision_lab.worker) and streams its events back; the
+handler drains them and redraws about once a second (drawing per batch would slow training down).
+A run waits for a free slot first (runs.py), showing its place in line. Stop sets the run's event,
+so training ends within one batch and keeps its last finished epoch.
 """
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from .common import (FOLDER_UPLOAD, RUNS, dataset_choices, drain, enlarge, chw_to_numpy,
-                     format_seconds, friendly_errors, load_data, queue_message, run_in_thread,
-                     session_of, user_error)
+from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, drain,
+                     enlarge, format_seconds, friendly_errors, load_data, session_of, user_error)
+from .fields import Number, Slider
+from .runs import RUNS, waiting_message
+from .storage import check_quota, owner_dir, owner_of
 
 AUGMENT_TAB = "Augment tab's settings"
 # The status line updates every second. Figures are redrawn at most once a second and only while
-# drawing stays within RENDER_BUDGET of the wall time: matplotlib's rendering holds the GIL and so
-# stalls the training thread (benchmarks/app_overhead.py measures the slowdown against the CLI).
-RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.04, 15.0
+# drawing (and gradio's handling of it) stays within RENDER_BUDGET of the wall time: on a 2-core
+# machine every CPU second spent drawing is taken from the training process
+# (benchmarks/app_overhead.py measures the app's slowdown against the CLI).
+RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.02, 15.0
+LIVE_POINTS = 1000  # the live loss curve is thinned to this many points (drawing cost grows with them)
 
 
 def loading_message(dataset: str, data_root) -> str:
@@ -168,6 +175,7 @@ class LiveRun:
         self.started = time.perf_counter()
         self.first_batch_at = None
         self.new_epoch = False
+        self.folder, self.images, self.old_images, self.draws = None, {}, [], 0
 
     def add(self, ev):
         from ..training import BatchEnd, EpochEnd, RunEnd, Status
@@ -200,19 +208,51 @@ class LiveRun:
             parts.append(f"last test accuracy {self.history[-1]['test_acc']:.1%}")
         return "**Training** · " + " · ".join(parts)
 
-    def loss_plot(self):
-        from ..plots import figure_to_image, loss_curve
+    # ---- the live figures, drawn to PNG files -------------------------------------------------
+    # A yield hands gradio a file path: it copies the file and sends its URL. Yielding a numpy
+    # image instead would be PNG-encoded again on every yield, and gr.skip() makes gradio build a
+    # fresh component object per skipped output: both cost the training CPU time.
 
-        return figure_to_image(loss_curve(self.steps, self.losses,
-                                          title=f"Training loss per iteration: {self.label}"))
+    def draw_loss(self) -> None:
+        from ..plots import loss_curve
 
-    def epoch_plots(self):
-        from ..plots import epoch_curves, figure_to_image, lr_curve
+        self._save("loss", loss_curve(self.steps, self.losses, max_points=LIVE_POINTS,
+                                      title=f"Training loss per iteration: {self.label}"))
+
+    def draw_epochs(self) -> None:
+        from ..plots import epoch_curves, lr_curve
 
         histories = {self.label: self.history}
-        return tuple(figure_to_image(f) for f in (epoch_curves(histories, "acc"),
-                                                  epoch_curves(histories, "loss"),
-                                                  lr_curve(self.history)))
+        self._save("acc", epoch_curves(histories, "acc"))
+        self._save("epoch_loss", epoch_curves(histories, "loss"))
+        self._save("lr", lr_curve(self.history))
+
+    def _save(self, name: str, fig) -> None:
+        from ..plots import save_png
+
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="vision-lab-live-")
+        self.draws += 1
+        path = str(Path(self.folder) / f"{name}-{self.draws}.png")
+        save_png(fig, path)
+        self.old_images.append(self.images.get(name))
+        self.images[name] = path
+
+    def frame(self, status: str) -> tuple:
+        """All eleven outputs: the status, the current figures, empty results."""
+        images = tuple(self.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
+        return (status, *images, None, None, [], "", None, None)
+
+    def forget_old_images(self) -> None:
+        """Delete figures gradio has already copied (it copies each yield's files)."""
+        for path in filter(None, self.old_images):
+            Path(path).unlink(missing_ok=True)
+        self.old_images = []
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 def final_outputs(live: LiveRun):
@@ -249,6 +289,43 @@ def final_outputs(live: LiveRun):
     return status, confusion, per_class, wrong, name, end.checkpoint, summary
 
 
+def own_runs_note(settings, count: int, used_mb: float) -> str:
+    quota = (f" of the {settings.visitor_quota_mb:,.0f} MB this server keeps per visitor"
+             if settings.visitor_quota_mb else "")
+    kept = (f" Runs older than {settings.retention_hours:g} hours are deleted."
+            if settings.retention_hours else "")
+    return (f"{count} run(s), {used_mb:,.1f} MB{quota}. Your runs are yours alone (this browser); "
+            f"**Share** copies one into the shared folder for everybody.{kept}")
+
+
+def own_runs_update(settings, owner, current=None):
+    """The 'Your runs' picker and its note, for this visitor."""
+    from .common import checkpoint_label
+    from .storage import folder_mb, own_checkpoints
+
+    infos = own_checkpoints(settings, owner)
+    choices = [(checkpoint_label(i), str(i.path)) for i in infos]
+    values = [v for _, v in choices]
+    value = current if current in values else (values[0] if values else None)
+    note = own_runs_note(settings, len(infos), folder_mb(owner_dir(settings, owner)) if owner else 0.0)
+    return gr.update(choices=choices, value=value), note
+
+
+def died_run_end(live: LiveRun, message: str):
+    """The RunEnd of a run whose process died: its finished epochs are on disk as they were."""
+    from ..training import RunEnd
+
+    history = live.history
+    kept = Path(live.config.out) if history and live.config.out else None
+    if kept is not None and not kept.is_file():
+        kept = None
+    metrics = {"test_loss": history[-1]["test_loss"], "test_acc": history[-1]["test_acc"]} if history else {}
+    if kept is None:
+        message += " No epoch had finished, so nothing was saved."
+    return RunEnd(reason="failed", message=message, best_epoch=None, history=history,
+                  checkpoint=str(kept) if kept else None, metrics=metrics)
+
+
 def build(settings, augment_spec=None, tab=None):
     from ..models import MODEL_DESCRIPTIONS, list_models, model_options
     from ..training import OPTIMIZERS, SCHEDULERS
@@ -264,13 +341,13 @@ def build(settings, augment_spec=None, tab=None):
                                       label="Dataset", allow_custom_value=True,
                                       info="or type folder:PATH for a folder / zip on the server")
                 with gr.Row():
-                    subset_train = gr.Number(DEFAULTS["subset_train"], precision=0,
+                    subset_train = Number(DEFAULTS["subset_train"], precision=0,
                                              label="Training images (0 = all)")
-                    subset_test = gr.Number(DEFAULTS["subset_test"], precision=0,
+                    subset_test = Number(DEFAULTS["subset_test"], precision=0,
                                             label="Test images (0 = all)")
                 folder_zip = gr.File(label="Zip of class folders (one folder per class)",
                                      file_types=[".zip"], type="filepath", visible=False)
-                folder_image_size = gr.Slider(16, 256, value=64, step=8, visible=False,
+                folder_image_size = Slider(16, 256, value=64, step=8, visible=False,
                                               label="Image size for your images (px)")
             with gr.Group():
                 model = gr.Dropdown(list_models(), value=DEFAULTS["model"], label="Model",
@@ -279,48 +356,48 @@ def build(settings, augment_spec=None, tab=None):
                 hidden_sizes = gr.Textbox("512, 256", label="Hidden layer sizes (MLP)", visible=False,
                                           max_lines=1)
                 with gr.Row():
-                    dropout = gr.Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05, label="Dropout")
+                    dropout = Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05, label="Dropout")
                     batch_norm = gr.Checkbox(value=cnn.get("batch_norm", False), label="BatchNorm")
                 with gr.Row(visible=False) as resnet_row:
                     pretrained = gr.Checkbox(value=False, label="ImageNet-pretrained weights")
-                    freeze_epochs = gr.Number(0, precision=0, label="Freeze epochs",
+                    freeze_epochs = Number(0, precision=0, label="Freeze epochs",
                                               info="train only the head first")
-                    unfreeze_lr = gr.Number(0, label="lr after unfreezing (0 = lr/10)")
+                    unfreeze_lr = Number(0, label="lr after unfreezing (0 = lr/10)")
             with gr.Group():
                 with gr.Row():
-                    epochs = gr.Number(DEFAULTS["epochs"], precision=0, label="Epochs")
-                    batch_size = gr.Number(DEFAULTS["batch_size"], precision=0,
+                    epochs = Number(DEFAULTS["epochs"], precision=0, label="Epochs")
+                    batch_size = Number(DEFAULTS["batch_size"], precision=0,
                                            label="Batch size")
                 with gr.Row():
                     optimizer = gr.Dropdown(list(OPTIMIZERS), value=DEFAULTS["optimizer"], label="Optimizer")
-                    lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
+                    lr = Number(DEFAULTS["lr"], label="Learning rate")
                 with gr.Row():
-                    momentum = gr.Number(0.9, label="Momentum (SGD, RMSprop)")
-                    weight_decay = gr.Number(0.0, label="Weight decay (L2)")
-                    l1 = gr.Number(0.0, label="L1")
+                    momentum = Number(0.9, label="Momentum (SGD, RMSprop)")
+                    weight_decay = Number(0.0, label="Weight decay (L2)")
+                    l1 = Number(0.0, label="L1")
             with gr.Accordion("Learning-rate scheduler", open=False):
                 scheduler = gr.Dropdown(list(SCHEDULERS), value="none", label="Scheduler",
                                         info="steps once per epoch; plateau watches the test loss")
                 with gr.Row():
-                    step_size = gr.Number(5, precision=0, label="step size (epochs)", visible=False)
-                    gamma = gr.Number(0.1, label="gamma", visible=False)
+                    step_size = Number(5, precision=0, label="step size (epochs)", visible=False)
+                    gamma = Number(0.1, label="gamma", visible=False)
                     milestones = gr.Textbox("5, 8", label="milestones (epochs)", visible=False)
-                    t_max = gr.Number(0, precision=0, label="T_max (0 = epochs)", visible=False)
-                    eta_min = gr.Number(0.0, label="eta_min", visible=False)
-                    plateau_factor = gr.Number(0.1, label="factor", visible=False)
-                    plateau_patience = gr.Number(2, precision=0, label="patience", visible=False)
+                    t_max = Number(0, precision=0, label="T_max (0 = epochs)", visible=False)
+                    eta_min = Number(0.0, label="eta_min", visible=False)
+                    plateau_factor = Number(0.1, label="factor", visible=False)
+                    plateau_patience = Number(2, precision=0, label="patience", visible=False)
             with gr.Accordion("Early stopping, augmentation, pixel permutation, seed", open=False):
                 with gr.Row():
-                    early_stopping_patience = gr.Number(0, precision=0,
+                    early_stopping_patience = Number(0, precision=0,
                                                         label="Early-stopping patience (0 = off)")
-                    early_stopping_min_delta = gr.Number(0.0, label="min delta")
+                    early_stopping_min_delta = Number(0.0, label="min delta")
                     restore_best = gr.Checkbox(True, label="restore the best epoch")
                 augment = gr.Dropdown(list_presets() + [AUGMENT_TAB], value="none", label="Augmentation")
                 augment_note = gr.Markdown(visible=False)
                 with gr.Row():
                     permute_pixels = gr.Checkbox(False, label="Permute pixels (a fixed shuffle)")
-                    permutation_seed = gr.Number(0, precision=0, label="permutation seed")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    permutation_seed = Number(0, precision=0, label="permutation seed")
+                    seed = Number(0, precision=0, label="Seed")
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -352,6 +429,15 @@ def build(settings, augment_spec=None, tab=None):
                 checkpoint_file = gr.File(label="Download the checkpoint", interactive=False)
             with gr.Accordion("Run summary (JSON, what /train returns)", open=False):
                 result = gr.JSON(label="Run summary")
+            with gr.Accordion("Your runs on this server", open=False, elem_id="own-runs"):
+                own_note = gr.Markdown(own_runs_note(settings, 0, 0.0))
+                own_runs = gr.Dropdown(label="Your runs (only you see them until you share one)",
+                                       choices=[], allow_custom_value=True,
+                                       elem_id="own-runs-picker")
+                with gr.Row():
+                    share_name = gr.Textbox(label="Name in the shared folder (optional)", max_lines=1)
+                    share_btn = gr.Button("Share with everyone", elem_id="own-runs-share")
+                    delete_btn = gr.Button("Delete", variant="stop", elem_id="own-runs-delete")
 
     inputs = [dataset, folder_zip, folder_image_size, subset_train, subset_test, model, hidden_sizes,
               dropout, batch_norm, pretrained, freeze_epochs, unfreeze_lr, epochs, batch_size,
@@ -400,10 +486,6 @@ def build(settings, augment_spec=None, tab=None):
         return gr.update(visible=True, value=f"Uses the Augment tab's transforms: {ops} "
                                              "(sizes follow the dataset's image size).")
 
-    def prepare(request: gr.Request):
-        RUNS.queue(session_of(request))
-        return queue_message(settings)
-
     def stop_run(request: gr.Request):
         if RUNS.stop(session_of(request)):
             return "**Stopping …** (the run ends within one batch and keeps its last finished epoch)"
@@ -412,32 +494,52 @@ def build(settings, augment_spec=None, tab=None):
     @friendly_errors
     def train(*args):
         """Train a model; yields live curves and, at the end, the results."""
+        from ..training import default_run_path
+        from ..worker import train_in_process
+
         *args, request = args
-        session = session_of(request)
-        stop_event = RUNS.claim(session)
-        thread = None
+        owner = owner_of(request)
+        config = make_config(*args)  # a wrong option is reported before waiting in line
+        if args[0] != FOLDER_UPLOAD:
+            check_server_folder(settings, config.dataset)
+        check_quota(settings, owner)
+        ticket = RUNS.enter(session_of(request))
+        run = live = None
         try:
-            if stop_event.is_set():
-                yield ("**Stopped** before it started.", *[gr.skip()] * 10)
-                return
-            config = make_config(*args)
+            while not RUNS.wait(ticket, timeout=1.0):
+                if ticket.stop.is_set():
+                    yield ("**Stopped** before it started.", *[gr.skip()] * 10)
+                    return
+                yield (waiting_message(RUNS, ticket), *[gr.skip()] * 10)
             yield (loading_message(config.dataset, settings.data_root), None, None, None, None,
                    None, None, [], "", None, None)
             data = load_data(config.dataset, settings.data_root, config.subset_train,
                              config.subset_test, config.seed, config.image_size)
             prepare_augment(config, data.image_size)
-            from ..training import train as train_events
-
+            config.out = str(default_run_path(config, owner_dir(settings, owner)))
             live = LiveRun(config, data)
             live.messages += data.messages
-            thread, q = run_in_thread(train_events(config, stop=stop_event, data=data), stop_event)
-            yield from stream(live, q, stop_event)
+            run = train_in_process(config, data, stop=ticket.stop)
+            run.on_exit(lambda: RUNS.release(ticket))
+            yield from stream(live, run.events, ticket.stop)
+        except GeneratorExit:
+            # The page closed (gradio closes the generator): stop, or let the run finish on its
+            # own when the server is set to; its slot is freed when its process exits.
+            if settings.on_disconnect == "stop":
+                ticket.stop.set()
+            raise
+        except BaseException:
+            ticket.stop.set()  # an error here must not leave a run training for nobody
+            raise
         finally:
-            # A closed page (or an error) must not leave a thread training for nobody.
-            stop_event.set()
-            RUNS.release(session, stop_event)
+            if run is None:
+                RUNS.release(ticket)
+            if live is not None:
+                live.close()
 
     def stream(live, q, stop_event):
+        from ..worker import RunDied
+
         last_draw, last_status, draw_cost = 0.0, 0.0, 0.0
         epoch_figs = (gr.skip(),) * 3
         done = False
@@ -445,6 +547,8 @@ def build(settings, augment_spec=None, tab=None):
             for item in drain(q, timeout=0.1):
                 if item is None:
                     done = True
+                elif isinstance(item, RunDied):
+                    live.add(died_run_end(live, str(item)))
                 elif isinstance(item, BaseException):
                     if isinstance(item, (ValueError, RuntimeError, OSError)):
                         raise user_error(item)
@@ -457,29 +561,31 @@ def build(settings, augment_spec=None, tab=None):
             if now - last_draw < min(RENDER_MAX, max(RENDER_EVERY, draw_cost / RENDER_BUDGET)):
                 if now - last_status >= RENDER_EVERY and not stop_event.is_set():
                     last_status = now
-                    yield (live.status(), *[gr.skip()] * 10)
+                    yield live.frame(live.status())
+                    live.forget_old_images()
                 continue
             if live.new_epoch:
                 live.new_epoch = False
-                epoch_figs = live.epoch_plots()
-            loss = live.loss_plot() if live.steps else gr.skip()
+                live.draw_epochs()
+            if live.steps:
+                live.draw_loss()
             status_line = live.status() if not stop_event.is_set() else (
                 "**Stopping …** (the run ends within one batch and keeps its last finished epoch)")
-            t0 = time.perf_counter()
-            yield (status_line, loss, *epoch_figs, *[gr.skip()] * 6)
-            # Rendering (above) and Gradio's PNG encoding (between this yield and the next call)
-            # hold the GIL and stall the training thread: both count against the budget.
+            yield live.frame(status_line)
+            live.forget_old_images()
+            # Drawing (above) and gradio's handling of the yield (until the next call) use the CPU
+            # the training needs: both count against the budget.
             draw_cost = time.perf_counter() - now
             last_draw = last_status = time.perf_counter()
-            epoch_figs = (gr.skip(),) * 3
         if live.end is None:
             raise gr.Error("Training ended without a result; see the server log.")
         status, confusion, per_class, wrong_images, name, path, summary = final_outputs(live)
         # The verdict first (cheap), then the figures (drawing them takes a moment).
-        yield (status, *[gr.skip()] * 7, name, path, summary)
-        acc, loss_e, lr_fig = live.epoch_plots()
-        yield (status, live.loss_plot(), acc, loss_e, lr_fig, confusion, per_class, wrong_images,
-               name, path, summary)
+        yield (*live.frame(status)[:8], name, path, summary)
+        live.draw_epochs()
+        live.draw_loss()
+        images = live.frame(status)[1:5]
+        yield (status, *images, confusion, per_class, wrong_images, name, path, summary)
 
     # Name the API's parameters after make_config's (gradio reads the signature), and let gradio
     # pass the request last.
@@ -506,7 +612,33 @@ def build(settings, augment_spec=None, tab=None):
     if tab is not None:
         tab.select(on_augment, [augment, augment_spec], augment_note, queue=False,
                    api_visibility="private")
-    start.click(prepare, None, status, queue=False, api_visibility="private").then(
-        train, inputs, outputs, api_name="train", concurrency_limit=settings.max_concurrent_trainings,
-        concurrency_id="training", show_progress="hidden")
+    def refresh_own(current, request: gr.Request):
+        return own_runs_update(settings, owner_of(request), current)
+
+    @friendly_errors
+    def share_run(checkpoint, name="", request: gr.Request = None):
+        """Copy one of your runs into the shared folder, where every visitor can pick it."""
+        from .storage import share
+
+        path = share(settings, owner_of(request), checkpoint, name)
+        return (f"Shared as **{path.stem}**: every visitor now finds it in Feature maps and Classify.",
+                own_runs_update(settings, owner_of(request), checkpoint)[0])
+
+    @friendly_errors
+    def delete_run(checkpoint, request: gr.Request = None):
+        """Delete one of your runs from the server."""
+        from .storage import delete
+
+        name = delete(settings, owner_of(request), checkpoint)
+        picker, note = own_runs_update(settings, owner_of(request))
+        return f"Deleted **{name}**. " + note, picker
+
+    # No gradio concurrency limit: runs wait in RUNS instead, where they can show their place.
+    start.click(train, inputs, outputs, api_name="train", concurrency_limit=None,
+                show_progress="hidden").then(
+        refresh_own, own_runs, [own_runs, own_note], queue=False, api_visibility="private")
     stop.click(stop_run, None, status, queue=False, api_name="stop_training")
+    share_btn.click(share_run, [own_runs, share_name], [own_note, own_runs], api_name="share_run")
+    delete_btn.click(delete_run, own_runs, [own_note, own_runs], api_name="delete_run")
+    if tab is not None:
+        tab.select(refresh_own, own_runs, [own_runs, own_note], queue=False, api_visibility="private")

@@ -1,0 +1,178 @@
+"""What the app keeps for its visitors: each visitor's private runs, the shared folder, quotas,
+retention and clean-up.
+
+A visitor is a browser (a random token in a cookie the page sets, so a reload keeps your runs) or,
+where there is no cookie (an API client), the Gradio session. Runs go to
+`<runs folder>/.private/<hash of the visitor>/`: hidden folders are never listed, so nobody else's
+picker shows them. "Share" copies a run into `<runs folder>/shared/`, which everybody sees.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from pathlib import Path
+
+OWNER_COOKIE = "vision_lab_owner"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Set once per browser; getRandomValues works on plain http too (a lecture's LAN address).
+SET_OWNER_COOKIE_JS = f"""() => {{
+  if (!document.cookie.split('; ').some(c => c.startsWith('{OWNER_COOKIE}='))) {{
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    const token = Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+    document.cookie = '{OWNER_COOKIE}=' + token + '; path=/; max-age=31536000; SameSite=Lax';
+  }}
+}}"""
+SHARED = "shared"
+PRIVATE = ".private"
+
+
+def owner_of(request) -> str | None:
+    """Who is asking: the browser's token, else the session; None outside a request."""
+    if request is None:
+        return None
+    try:
+        token = (request.cookies or {}).get(OWNER_COOKIE)
+    except AttributeError:
+        token = None
+    if token and _TOKEN.match(token):
+        return f"browser:{token}"
+    session = getattr(request, "session_hash", None)
+    return f"session:{session}" if session else None
+
+
+def owner_dir(settings, owner: str | None) -> Path | None:
+    if not owner:
+        return None
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:24]
+    return Path(settings.runs_dir) / PRIVATE / digest
+
+
+def shared_dir(settings) -> Path:
+    return Path(settings.runs_dir) / SHARED
+
+
+def visible_dirs(settings, owner: str | None) -> list[str]:
+    """The folders whose checkpoints this visitor may pick: shipped, shared, and their own."""
+    mine = owner_dir(settings, owner)
+    return list(settings.checkpoint_dirs) + ([str(mine)] if mine else [])
+
+
+def own_checkpoints(settings, owner: str | None):
+    """This visitor's private runs (CheckpointInfo), newest first."""
+    from ..checkpoints import list_checkpoints
+
+    mine = owner_dir(settings, owner)
+    return list_checkpoints(mine) if mine and mine.is_dir() else []
+
+
+def folder_mb(folder) -> float:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0.0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def check_quota(settings, owner: str | None) -> None:
+    """Refuse a new run (ValueError with the sentence to show) when storage is full."""
+    if settings.visitor_quota_mb and owner:
+        used = folder_mb(owner_dir(settings, owner))
+        if used >= settings.visitor_quota_mb:
+            raise ValueError(
+                f"Your saved runs take {used:,.1f} MB, and this server keeps at most "
+                f"{settings.visitor_quota_mb:,g} MB per visitor. Delete some under 'Your runs' in "
+                f"the Train tab (download any you want to keep first).")
+    if settings.runs_quota_mb:
+        used = folder_mb(settings.runs_dir)
+        if used >= settings.runs_quota_mb:
+            raise ValueError(
+                f"This server's storage for runs is full ({used:,.1f} MB of "
+                f"{settings.runs_quota_mb:,g} MB). Please try again later.")
+
+
+def _own_file(settings, owner, value) -> Path:
+    """One of this visitor's runs, by path (a picker's value) or by name (an API caller's)."""
+    from ..checkpoints import CheckpointError
+
+    name = Path(str(value or "")).name
+    if not name:
+        raise ValueError("Choose one of your runs first.")
+    mine = owner_dir(settings, owner)
+    if mine is not None:
+        root = mine.resolve()
+        for path in (Path(str(value)), mine / name, mine / f"{name}.safetensors"):
+            try:
+                if path.is_file() and path.resolve().is_relative_to(root):
+                    return path
+            except OSError:
+                continue
+    raise CheckpointError(f"'{name}' is not one of your runs on this server.")
+
+
+_SHARE_LOCK = threading.Lock()
+
+
+def share(settings, owner, path, name: str = "") -> Path:
+    """Copy one of the visitor's runs into the shared folder, under `name` (or its own name)."""
+    from ..checkpoints import atomic_write_bytes, read_metadata
+
+    source = _own_file(settings, owner, path)
+    read_metadata(source)  # only a valid checkpoint is shared
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", (name or source.stem).strip()).strip("-.")
+    if not stem:
+        raise ValueError(f"'{name}' has no letters or digits to name a file with.")
+    target_dir = shared_dir(settings)
+    with _SHARE_LOCK:  # two visitors sharing under one name get two files, never one overwritten
+        target, n = target_dir / f"{stem}.safetensors", 1
+        while target.exists():
+            n += 1
+            target = target_dir / f"{stem}-{n}.safetensors"
+        atomic_write_bytes(target, source.read_bytes())
+    return target
+
+
+def delete(settings, owner, path) -> str:
+    target = _own_file(settings, owner, path)
+    target.unlink()
+    return target.stem
+
+
+def sweep(settings) -> dict:
+    """Remove what nobody needs any more: temp files of writes that were killed, and private runs
+    older than the retention (when one is set). Returns what was removed, for the log."""
+    from ..checkpoints import remove_stale_temp_files
+
+    runs = Path(settings.runs_dir)
+    removed = {"temp_files": len(remove_stale_temp_files(runs)), "private_runs": 0}
+    private = runs / PRIVATE
+    if settings.retention_hours and private.is_dir():
+        cutoff = time.time() - settings.retention_hours * 3600
+        for p in private.rglob("*.safetensors"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed["private_runs"] += 1
+            except FileNotFoundError:
+                continue
+        for folder in sorted((d for d in private.rglob("*") if d.is_dir()), reverse=True):
+            try:
+                folder.rmdir()  # only empty ones
+            except OSError:
+                pass
+    return removed
+
+
+def start_janitor(settings, every: float = 3600.0) -> threading.Thread:
+    """Sweep now and then every `every` seconds, in a daemon thread."""
+    def loop():
+        while True:
+            try:
+                sweep(settings)
+            except OSError:
+                pass  # a vanished folder; try again next time
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, daemon=True, name="vision-lab-janitor")
+    thread.start()
+    return thread
