@@ -17,10 +17,9 @@ import io
 import tempfile
 import time
 
-from _common import ROOT, App, emit, machine, median, parser, percentile
+from _common import ROOT, App, emit, machine, parser, percentile
 
 import numpy as np
-import torch
 from PIL import Image
 
 CHECKPOINT = ROOT / "checkpoints" / "mnist_cnn.safetensors"

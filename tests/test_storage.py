@@ -7,7 +7,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 pytest.importorskip("gradio")
 from vision_lab.checkpoints import CheckpointError, list_checkpoints, save_checkpoint  # noqa: E402

@@ -60,7 +60,13 @@ def _to_numpy(values, dtype=None) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-def _single_axes_figure(width=9.0, height=5.5):
+def _single_axes_figure(width=9.0, height=5.5, fixed_margins=False):
+    """One axes. `fixed_margins` skips the constrained-layout solver (a third of a simple figure's
+    drawing time), for figures redrawn live whose labels fit the fixed margins."""
+    if fixed_margins:
+        fig = Figure(figsize=(width, height))
+        fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.13)
+        return fig, fig.subplots()
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots()
 
@@ -134,7 +140,7 @@ def loss_curve(steps, losses, title: str = "Training loss per iteration", smooth
     steps, losses = _to_numpy(steps, float), _to_numpy(losses, float)
     if len(steps) != len(losses):
         raise ValueError(f"{len(steps)} steps but {len(losses)} losses")
-    fig, ax = _single_axes_figure()
+    fig, ax = _single_axes_figure(fixed_margins=True)
     ax.set(title=title, xlabel="iteration", ylabel="loss")
     if len(losses) == 0:
         _show_message(ax, "waiting for the first batch…")
@@ -354,8 +360,9 @@ def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
 
 
 def save_png(fig: Figure, path) -> None:
-    """Render a figure straight to a PNG file (no intermediate array)."""
-    FigureCanvasAgg(fig).print_png(str(path))
+    """Render a figure straight to a PNG file (no intermediate array). Light compression: the
+    file is about 1.5x larger but written in a fraction of the time."""
+    FigureCanvasAgg(fig).print_png(str(path), pil_kwargs={"compress_level": 1})
 
 
 def figure_to_image(fig: Figure) -> np.ndarray:

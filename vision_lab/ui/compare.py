@@ -8,7 +8,7 @@ import gradio as gr
 
 from .common import (check_server_folder, dataset_choices, drain, format_seconds, friendly_errors,
                      load_data, session_of, user_error)
-from .runs import RUNS, waiting_message
+from .runs import RUNS
 from .storage import check_quota, owner_dir, owner_of
 
 CUSTOM = "Custom (edit the table)"
@@ -99,14 +99,12 @@ def build(settings, tab=None):
         check_server_folder(settings, dataset_name)
         check_requirements(runs)
         check_quota(settings, owner)
-        ticket = RUNS.enter(session_of(request))
-        run = None
-        try:
-            while not RUNS.wait(ticket, timeout=1.0):
-                if ticket.stop.is_set():
-                    yield "**Stopped** before it started.", gr.skip(), gr.skip(), gr.skip()
-                    return
-                yield waiting_message(RUNS, ticket), gr.skip(), gr.skip(), gr.skip()
+        with RUNS.line(session_of(request), settings.on_disconnect == "finish") as ticket:
+            for line in RUNS.wait_in_line(ticket):
+                yield line, gr.skip(), gr.skip(), gr.skip()
+            if not ticket.admitted:
+                yield "**Stopped** before it started.", gr.skip(), gr.skip(), gr.skip()
+                return
             first = runs[0][1]
             yield f"Loading {dataset_name} …", _table([]), None, None
             data = load_data(first.dataset, settings.data_root, first.subset_train, first.subset_test,
@@ -117,7 +115,7 @@ def build(settings, tab=None):
             mine = owner_dir(settings, owner)
             run = compare_in_process(runs, data, out_dir=mine / "compare" if mine else None,
                                      stop=ticket.stop)
-            run.on_exit(lambda: RUNS.release(ticket))
+            RUNS.hand_over(ticket, run)
             last_draw, dirty, current, done, died = 0.0, True, None, False, None
             while not done:
                 for item in drain(run.events, timeout=0.2):
@@ -163,16 +161,6 @@ def build(settings, tab=None):
             if diverged:
                 message += f" **Warning:** {', '.join(diverged)} diverged: try a lower learning rate."
             yield message, _table(rows), *figures(histories)
-        except GeneratorExit:
-            if settings.on_disconnect == "stop":
-                ticket.stop.set()
-            raise
-        except BaseException:
-            ticket.stop.set()
-            raise
-        finally:
-            if run is None:
-                RUNS.release(ticket)
 
     def _table(rows):
         import pandas as pd

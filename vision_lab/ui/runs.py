@@ -8,6 +8,7 @@ closed still counts, and nothing stays taken after it ends.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ class Ticket:
     stop: threading.Event = field(default_factory=threading.Event)
     admitted: bool = False
     released: bool = False
+    handed_over: bool = False   # a run's process holds the slot now, and gives it back at its end
 
 
 class RunQueue:
@@ -86,6 +88,40 @@ class RunQueue:
                 if ticket in line:
                     line.remove(ticket)
             self._admit()
+
+    @contextlib.contextmanager
+    def line(self, session: str, finish_when_closed: bool = False):
+        """A ticket for the body of a run handler (a generator), given back when the body ends
+        unless `hand_over` passed it to a run's process.
+
+        When the page closes, gradio closes the handler: the run stops, unless the server lets
+        runs finish on their own. Any other error stops it too, so nothing trains for nobody."""
+        ticket = self.enter(session)
+        try:
+            yield ticket
+        except GeneratorExit:
+            if not finish_when_closed:
+                ticket.stop.set()
+            raise
+        except BaseException:
+            ticket.stop.set()
+            raise
+        finally:
+            if not ticket.handed_over:
+                self.release(ticket)
+
+    def wait_in_line(self, ticket: Ticket, poll: float = 1.0):
+        """Yield the waiting sentence every `poll` seconds until the ticket is admitted or
+        stopped; afterwards `ticket.admitted` says which."""
+        while not self.wait(ticket, timeout=poll):
+            if ticket.stop.is_set():
+                return
+            yield waiting_message(self, ticket)
+
+    def hand_over(self, ticket: Ticket, run) -> None:
+        """From now on the slot is `run`'s (a worker.ProcessRun): freed when its process exits."""
+        ticket.handed_over = True
+        run.on_exit(lambda: self.release(ticket))
 
     def stop(self, session: str) -> int:
         """Stop every run of this session, running or waiting; returns how many there were."""

@@ -1,13 +1,13 @@
 """Train tab: every TrainConfig option, live curves while it trains, results when it ends.
 
 `training.train` runs in a child process (vision_lab.worker) and streams its events back; the
-handler drains them and redraws about once a second (drawing per batch would slow training down).
+handler drains them, updates the status line every second and redraws the curves every few
+seconds (drawing takes CPU from the training, so it is kept to a budget).
 A run waits for a free slot first (runs.py), showing its place in line. Stop sets the run's event,
 so training ends within one batch and keeps its last finished epoch.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -18,7 +18,7 @@ import gradio as gr
 from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, drain,
                      enlarge, format_seconds, friendly_errors, load_data, session_of, user_error)
 from .fields import Number, Slider
-from .runs import RUNS, waiting_message
+from .runs import RUNS
 from .storage import check_quota, owner_dir, owner_of
 
 AUGMENT_TAB = "Augment tab's settings"
@@ -26,7 +26,7 @@ AUGMENT_TAB = "Augment tab's settings"
 # drawing (and gradio's handling of it) stays within RENDER_BUDGET of the wall time: on a 2-core
 # machine every CPU second spent drawing is taken from the training process
 # (benchmarks/app_overhead.py measures the app's slowdown against the CLI).
-RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.02, 15.0
+RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.03, 10.0
 LIVE_POINTS = 1000  # the live loss curve is thinned to this many points (drawing cost grows with them)
 
 
@@ -332,8 +332,9 @@ def build(settings, augment_spec=None, tab=None):
     from ..transforms import list_presets
 
     augment_spec = augment_spec if augment_spec is not None else gr.State([])
-    gr.Markdown("Choose data, a model and how to train it, then **Start**. Curves update about once "
-                "a second; **Stop** ends the run within one batch and keeps the last finished epoch.")
+    gr.Markdown("Choose data, a model and how to train it, then **Start**. The status line updates "
+                "every second and the curves every few seconds; **Stop** ends the run within one "
+                "batch and keeps the last finished epoch.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=340):
             with gr.Group():
@@ -503,37 +504,26 @@ def build(settings, augment_spec=None, tab=None):
         if args[0] != FOLDER_UPLOAD:
             check_server_folder(settings, config.dataset)
         check_quota(settings, owner)
-        ticket = RUNS.enter(session_of(request))
-        run = live = None
+        live = None
         try:
-            while not RUNS.wait(ticket, timeout=1.0):
-                if ticket.stop.is_set():
+            with RUNS.line(session_of(request), settings.on_disconnect == "finish") as ticket:
+                for line in RUNS.wait_in_line(ticket):
+                    yield (line, *[gr.skip()] * 10)
+                if not ticket.admitted:
                     yield ("**Stopped** before it started.", *[gr.skip()] * 10)
                     return
-                yield (waiting_message(RUNS, ticket), *[gr.skip()] * 10)
-            yield (loading_message(config.dataset, settings.data_root), None, None, None, None,
-                   None, None, [], "", None, None)
-            data = load_data(config.dataset, settings.data_root, config.subset_train,
-                             config.subset_test, config.seed, config.image_size)
-            prepare_augment(config, data.image_size)
-            config.out = str(default_run_path(config, owner_dir(settings, owner)))
-            live = LiveRun(config, data)
-            live.messages += data.messages
-            run = train_in_process(config, data, stop=ticket.stop)
-            run.on_exit(lambda: RUNS.release(ticket))
-            yield from stream(live, run.events, ticket.stop)
-        except GeneratorExit:
-            # The page closed (gradio closes the generator): stop, or let the run finish on its
-            # own when the server is set to; its slot is freed when its process exits.
-            if settings.on_disconnect == "stop":
-                ticket.stop.set()
-            raise
-        except BaseException:
-            ticket.stop.set()  # an error here must not leave a run training for nobody
-            raise
+                yield (loading_message(config.dataset, settings.data_root), None, None, None, None,
+                       None, None, [], "", None, None)
+                data = load_data(config.dataset, settings.data_root, config.subset_train,
+                                 config.subset_test, config.seed, config.image_size)
+                prepare_augment(config, data.image_size)
+                config.out = str(default_run_path(config, owner_dir(settings, owner)))
+                live = LiveRun(config, data)
+                live.messages += data.messages
+                run = train_in_process(config, data, stop=ticket.stop)
+                RUNS.hand_over(ticket, run)
+                yield from stream(live, run.events, ticket.stop)
         finally:
-            if run is None:
-                RUNS.release(ticket)
             if live is not None:
                 live.close()
 
@@ -541,7 +531,6 @@ def build(settings, augment_spec=None, tab=None):
         from ..worker import RunDied
 
         last_draw, last_status, draw_cost = 0.0, 0.0, 0.0
-        epoch_figs = (gr.skip(),) * 3
         done = False
         while not done:
             for item in drain(q, timeout=0.1):
