@@ -16,11 +16,17 @@ RandomRotation(15)):
   event it yields is taken.
 
 What is counted: images per second between the step-end timestamps of batch `warmup` and batch
-`warmup + batches` (for vision_lab, the arrival of the BatchEnd events). That covers data loading,
-augmentation, normalization, forward, backward, step and per-batch bookkeeping, and leaves out
-start-up (model creation, DataLoader workers) and the per-epoch evaluation and checkpoint save.
+`warmup + batches` (`course_batches` for the course variants; for vision_lab, the arrival of the
+BatchEnd events). That covers data loading, augmentation, normalization, forward, backward, step
+and per-batch bookkeeping, and leaves out start-up (model creation, DataLoader workers) and the
+per-epoch evaluation and checkpoint save.
 Rounds interleave the variants; the table shows medians over rounds, and each ratio is the
 median of the per-round ratios.
+
+The process runs with glibc malloc keeping freed memory (vision_lab.malloc), as vision_lab's
+training processes do (the CLI's `train`, the app's runs). The setting is process-wide, so every
+variant here gets it, the course pipeline included: the ratios compare the pipelines, and
+`floor.py --allocator` measures what the setting itself is worth.
 """
 from __future__ import annotations
 
@@ -28,9 +34,8 @@ import tempfile
 import threading
 import time
 
-from _common import emit, machine, median, parser
+from _common import emit, machine, median, minor_page_faults, parser
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -38,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from vision_lab.datasets import ImageData
+from vision_lab.malloc import keep_freed_memory
 from vision_lab.models import create_model
 from vision_lab.preprocessing import Preprocessing
 from vision_lab.training import BatchEnd, TrainConfig, train
@@ -143,8 +149,10 @@ def run_vision_lab(model_name: str, data: ImageData, warmup: int, batches: int, 
     return steps_per_second(stamps, warmup, batches)
 
 
-def bench_model(model_name: str, rounds: int, warmup: int, batches: int, workers_list, out_dir: str) -> dict:
-    data = make_data((warmup + batches + 1) * BATCH)
+def bench_model(model_name: str, rounds: int, warmup: int, batches: int, workers_list, out_dir: str,
+                course_batches: int | None = None) -> dict:
+    course_batches = course_batches or batches
+    data = make_data((warmup + max(batches, course_batches) + 1) * BATCH)
     torch.manual_seed(0)
     prep = Preprocessing(3, SIZE, data.mean, data.std)
     course_models = {w: create_model(model_name, 10, 3, SIZE) for w in workers_list}
@@ -158,12 +166,19 @@ def bench_model(model_name: str, rounds: int, warmup: int, batches: int, workers
     y = data.train_labels[:BATCH]
 
     runs = {f"course_w{w}": [] for w in workers_list} | {"floor_course": [], "floor": [], "vision_lab": []}
+    faults = {"floor": [], "vision_lab": []}  # per batch, warm-up included
     for _ in range(rounds):
         for w in workers_list:
-            runs[f"course_w{w}"].append(run_course(course_models[w], course_opts[w], data, w, warmup, batches))
+            runs[f"course_w{w}"].append(run_course(course_models[w], course_opts[w], data, w, warmup,
+                                                   course_batches))
         runs["floor_course"].append(run_floor(course_floor_model, course_floor_opt, x, y, warmup, batches))
+        before = minor_page_faults()
         runs["floor"].append(run_floor(floor_model, floor_opt, x, y, warmup, batches))
+        middle = minor_page_faults()
         runs["vision_lab"].append(run_vision_lab(model_name, data, warmup, batches, out_dir))
+        if before is not None:
+            faults["floor"].append((middle - before) / (warmup + batches))
+            faults["vision_lab"].append((minor_page_faults() - middle) / (warmup + batches))
     course_best = [max(runs[f"course_w{w}"][r] for w in workers_list) for r in range(rounds)]
     result = {f"{k}_images_per_sec": median(v) for k, v in runs.items()}
     result["course_best_images_per_sec"] = median(course_best)
@@ -172,6 +187,8 @@ def bench_model(model_name: str, rounds: int, warmup: int, batches: int, workers
     result["vision_lab_vs_floor_course"] = median([v / f for v, f in zip(runs["vision_lab"], runs["floor_course"])])
     result["course_vs_floor_course"] = median([c / f for c, f in zip(course_best, runs["floor_course"])])
     result["floor_vs_floor_course"] = median([a / b for a, b in zip(runs["floor"], runs["floor_course"])])
+    for k, v in faults.items():
+        result[f"{k}_page_faults_per_batch"] = median(v)
     result["rounds"] = {k: [round(v, 1) for v in vs] for k, vs in runs.items()}
     return result
 
@@ -180,20 +197,28 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--models", default="cnn,mlp")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batches", type=int, default=30, help="counted batches per variant and round")
+    # 32: a whole number of vision_lab's augmentation chunks (4 batches of CIFAR images), so every
+    # counted window pays for the same share of augmentation as a whole epoch does.
+    p.add_argument("--batches", type=int, default=32, help="counted batches per variant and round")
+    # The course variants are the slowest and the targets against them have the widest margins.
+    p.add_argument("--course-batches", type=int, default=16,
+                   help="counted batches of the course variants per round")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--workers", default="0,2", help="DataLoader num_workers of the course variants")
     args = p.parse_args(argv)
+    keep_freed_memory()
     if args.quick:
-        args.rounds, args.batches, args.warmup = 1, 2, 1
+        args.rounds, args.batches, args.course_batches, args.warmup = 1, 2, 2, 1
     workers_list = [int(w) for w in args.workers.split(",")]
     t0 = time.perf_counter()
     result = {"machine": machine(), "batch_size": BATCH, "augment": "standard",
-              "rounds": args.rounds, "batches": args.batches, "warmup": args.warmup}
+              "rounds": args.rounds, "batches": args.batches, "course_batches": args.course_batches,
+              "warmup": args.warmup}
     rows = []
     with tempfile.TemporaryDirectory() as out_dir:
         for name in args.models.split(","):
-            r = bench_model(name, args.rounds, args.warmup, args.batches, workers_list, out_dir)
+            r = bench_model(name, args.rounds, args.warmup, args.batches, workers_list, out_dir,
+                            args.course_batches)
             result[name] = r
             for w in workers_list:
                 rows.append((f"{name} course PIL pipeline, {w} workers", r[f"course_w{w}_images_per_sec"], "images/s"))
@@ -205,7 +230,10 @@ def main(argv=None):
                       "target >= 1.45 (cnn), >= 3 (mlp)"),
                      (f"{name} vision_lab / course-settings floor", r["vision_lab_vs_floor_course"], ""),
                      (f"{name} course pipeline / course-settings floor", r["course_vs_floor_course"], ""),
-                     (f"{name} floor raised by (fused Adam, channels_last)", r["floor_vs_floor_course"], "")]
+                     (f"{name} floor raised by (fused Adam, channels_last)", r["floor_vs_floor_course"], ""),
+                     (f"{name} page faults per batch, floor / vision_lab",
+                      f"{r['floor_page_faults_per_batch']:,.0f} / {r['vision_lab_page_faults_per_batch']:,.0f}",
+                      "many: allocator noise")]
     result["seconds"] = round(time.perf_counter() - t0, 1)
     emit("train_throughput", result, rows, args.json)
     return result

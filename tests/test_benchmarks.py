@@ -33,6 +33,7 @@ def test_train_throughput_benchmark_runs():
                     "floor_course_images_per_sec", "floor_images_per_sec", "vision_lab_images_per_sec",
                     "vision_lab_vs_floor", "vision_lab_vs_course", "floor_vs_floor_course"):
             assert r[model][key] > 0, (model, key)
+    assert r["batches"] > 0 and r["course_batches"] > 0
 
 
 def test_floor_benchmark_runs():
@@ -42,6 +43,17 @@ def test_floor_benchmark_runs():
                 "eval_no_grad_vs_inference_mode", "eval_inference_mode_channels_last_vs_inference_mode"):
         assert r["cnn"][key] > 0, key
     assert r["mlp"]["fused_adam_vs_default"] > 0
+    # torch.compile is compared with what train() uses (--quick skips compiling: it takes seconds).
+    assert r["cnn"]["vision_lab_variant"] == "channels_last_fused_adam"
+    assert r["mlp"]["vision_lab_variant"] == "fused_adam"
+    assert "compiled_images_per_sec" not in r["cnn"]
+
+
+def test_floor_benchmark_compares_allocators_in_child_processes():
+    r = run_benchmark("floor.py", "--models", "mlp", "--allocator")
+    assert r["mlp"]["malloc_default_images_per_sec"] > 0 and r["mlp"]["malloc_keep_freed_images_per_sec"] > 0
+    assert r["mlp"]["malloc_keep_freed_vs_default"] > 0
+    assert r["mlp"]["malloc_keep_freed_page_faults_per_step"] >= 0
 
 
 def test_latency_benchmark_library_part_runs():
@@ -52,8 +64,10 @@ def test_latency_benchmark_library_part_runs():
 
 def test_memory_benchmark_training_part_runs():
     r = run_benchmark("memory.py", "--no-app")
-    assert r["training_peak_mb"] >= r["training_after_import_mb"] > 0
-    assert r["training_steps"] == 8  # 512 images, batch 64
+    assert r["training_child_peak_rss_mb"] >= r["training_child_peak_private_mb"] > 0
+    assert r["training_steps"] == 8 and r["training_reason"] == "completed"  # 512 images, batch 64
+    assert r["training_above_idle_app_mb"] == pytest.approx(
+        r["training_dataset_mb"] + r["training_child_peak_private_mb"])
 
 
 @pytest.mark.slow
@@ -62,8 +76,12 @@ def test_app_benchmarks_run():
     for key in ("bare_imports_seconds", "app_first_page_seconds", "app_startup_vs_bare_imports",
                 "cli_images_per_sec", "app_images_per_sec", "live_update_overhead"):
         assert key in r and r[key] == r[key], key  # present and not NaN
+    assert 0 <= r["app_process_cpu_share_while_training"] < 1
     r = run_benchmark("latency.py")
     assert r["app_classify_p50_ms"] > 0
+    r = run_benchmark("concurrency.py")
+    assert r["training_calls"] > 0 and r["training_p95_ms"] >= r["training_p50_ms"] > 0
+    assert r["second_training_waited_in_line"] is True, r["second_training_status"]
 
 
 @pytest.mark.slow

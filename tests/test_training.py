@@ -204,3 +204,108 @@ def test_freeze_then_unfreeze_schedule(tmp_path, tiny, monkeypatch):
     head = {n for n in all_names if n.startswith(models.head_module_name(built["model"]) + ".")}
     assert seen[1] == (head, 1e-3)
     assert seen[2] == (all_names, 1e-4)
+
+
+# ---- the data path: batches augmented a chunk at a time ------------------------------------------
+
+@pytest.mark.parametrize("batch_size, channels, size", [
+    (64, 3, 32), (64, 1, 28), (7, 3, 32), (1, 3, 32), (512, 3, 32), (64, 3, 224), (32, 3, 1000),
+])
+def test_a_chunk_is_whole_batches_within_its_byte_cap(batch_size, channels, size):
+    chunk = training.augment_chunk_size(batch_size, channels, size)
+    assert chunk % batch_size == 0 and chunk >= batch_size
+    chunk_bytes = chunk * channels * size * size * 4  # float32 pixels
+    if chunk > batch_size:
+        assert chunk_bytes <= training.AUGMENT_CHUNK_BYTES
+    # ...and it is the largest such chunk: one more batch would not fit.
+    assert (chunk + batch_size) * channels * size * size * 4 > training.AUGMENT_CHUNK_BYTES
+
+
+def test_cifar_batches_are_chunked_and_large_images_are_not():
+    assert training.augment_chunk_size(64, 3, 32) >= 4 * 64
+    # A batch larger than the cap (224 px images) is augmented on its own, as before chunking.
+    assert training.augment_chunk_size(64, 3, 224) == 64
+
+
+def chunked(images, labels, order, batch_size, chunk_size, spec, seed=0, mean=None, std=None):
+    """All batches of one epoch. By default mean 0 and std 1/255, so the 'normalised' values are
+    the augmented pixels themselves."""
+    from vision_lab.preprocessing import Preprocessing
+    from vision_lab.transforms import BatchAugmenter
+
+    channels = images.shape[1]
+    augment = BatchAugmenter(spec, images.shape[-1])
+    prep = Preprocessing(channels, images.shape[-1], mean or (0.0,) * channels, std or (1 / 255,) * channels)
+    return list(training.training_batches(images, labels, order, batch_size, chunk_size, augment, prep,
+                                          torch.Generator().manual_seed(seed)))
+
+
+def test_training_batches_follow_the_order_in_whole_batches():
+    images = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(100)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    batches = chunked(images, labels, order, batch_size=16, chunk_size=48, spec=[])
+    assert [len(y) for _, y in batches] == [16] * 6 + [4]
+    assert torch.equal(torch.cat([y for _, y in batches]), order)
+    # No augmentation: the pixels come through exactly, each with its own label.
+    assert torch.equal(torch.cat([x for x, _ in batches]), images[order].float())
+
+
+def test_training_batches_normalise_like_preprocessing():
+    from vision_lab.preprocessing import Preprocessing
+
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    x = torch.cat([x for x, _ in chunked(images, torch.zeros(40, dtype=torch.long), torch.arange(40),
+                                         8, 24, spec=[], mean=mean, std=std)])
+    expected = Preprocessing(3, 8, mean, std)(images)
+    assert torch.allclose(x, expected, atol=1e-5)
+    assert expected.abs().max() > 1  # normalised, not [0, 1]
+
+
+def test_a_chunk_gives_every_image_its_own_random_parameters():
+    # One image, 256 times: any difference between outputs comes from the random parameters.
+    ramp = torch.arange(16, dtype=torch.uint8).mul(16).expand(256, 3, 16, 16).contiguous()
+    flip = [{"op": "RandomHorizontalFlip", "p": 0.5}]
+    batches = chunked(ramp, torch.zeros(256, dtype=torch.long), torch.arange(256), 32, 256, flip)
+    assert len(batches) == 8  # one chunk, eight batches
+    flipped = torch.stack([(x == ramp[:len(x)].flip(-1).float()).flatten(1).all(1) for x, _ in batches])
+    unchanged = torch.stack([(x == ramp[:len(x)].float()).flatten(1).all(1) for x, _ in batches])
+    assert torch.all(flipped ^ unchanged)
+    # Per image, not per batch or per chunk: every batch has flipped and unflipped images.
+    assert torch.all(flipped.any(1)) and torch.all(unchanged.any(1))
+    assert 96 <= flipped.sum().item() <= 160
+
+    crop = [{"op": "RandomCrop", "size": 16, "padding": 2}]
+    x = torch.cat([x for x, _ in chunked(ramp, torch.zeros(256, dtype=torch.long), torch.arange(256), 32,
+                                         256, crop)])
+    assert len(torch.unique(x.flatten(1), dim=0)) == 25  # all 5 x 5 offsets occur
+
+
+def test_chunking_keeps_the_augmentation_deterministic():
+    images = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
+    labels, order = torch.arange(96), torch.randperm(96)
+    spec = [{"op": "RandomCrop", "size": 16, "padding": 2}, {"op": "RandomHorizontalFlip", "p": 0.5},
+            {"op": "ColorJitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+            {"op": "RandomRotation", "degrees": 15}]
+
+    def pixels(seed):
+        return torch.cat([x for x, _ in chunked(images, labels, order, 16, 48, spec, seed=seed)])
+
+    assert torch.equal(pixels(1), pixels(1))
+    assert not torch.equal(pixels(1), pixels(2))
+
+
+def test_training_off_the_main_thread_gives_the_same_history(tmp_path, tiny):
+    """The app trains in a child process on its main thread; any thread still trains the same."""
+    def history(out):
+        end = run_to_end(config(tmp_path, model="cnn", epochs=1, augment="standard", seed=5,
+                                out=str(tmp_path / out)), data=tiny)
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in end.history]
+
+    on_main = history("main.safetensors")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(history=history("thread.safetensors")))
+    worker.start()
+    worker.join()
+    assert result["history"] == on_main

@@ -292,6 +292,34 @@ def test_batch_kernels_match_torchvision_for_given_parameters(channels):
         assert max_abs_diff(batch.to(torch.uint8), torch.stack(expected)) <= 1
 
 
+def test_pixels_are_the_augmented_batch_as_whole_float_values():
+    x = smooth_images(16, 3, 32)
+    augment = T.BatchAugmenter(T.preset("strong", 32) + [{"op": "GaussianBlur", "kernel_size": 3}], 32)
+    pixels = augment.pixels(x, torch.Generator().manual_seed(3))
+    assert pixels.dtype == torch.float32 and pixels.is_contiguous()
+    # Whole numbers in [0, 255] (what the uint8 kernels give), so the uint8 result loses nothing.
+    assert torch.equal(pixels, pixels.round().clamp(0, 255))
+    assert torch.equal(pixels.to(torch.uint8), augment(x, torch.Generator().manual_seed(3)))
+
+
+def test_rotate_picks_the_pixels_grid_sample_picks():
+    # _rotate computes nearest-neighbour sources itself; they must be exactly affine_grid +
+    # grid_sample's (nearest, zero fill), the path v2.functional.rotate takes. (Angles that put
+    # a source exactly halfway between two pixels, such as 45 degrees on a non-square image, may
+    # round either way: float arithmetic in another order. Random angles never do.)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (256, 3, 24, 32), generator=gen).float()
+    angles = torch.cat([torch.rand(250, generator=gen) * 360 - 180,
+                        torch.tensor([0.0, 90.0, -90.0, 180.0, 15.0, -7.5])])
+    n, c, h, w = x.shape
+    rad = torch.deg2rad(angles)
+    cos, sin, zero = rad.cos(), rad.sin(), torch.zeros_like(rad)
+    theta = torch.stack([torch.stack([cos, -sin * (h / w), zero], 1), torch.stack([sin * (w / h), cos, zero], 1)], 1)
+    grid = nnf.affine_grid(theta, [n, c, h, w], align_corners=False)
+    expected = nnf.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    assert torch.equal(T._rotate(x, angles), expected)
+
+
 @pytest.mark.parametrize("name, channels, size", [("standard", 3, 32), ("strong", 3, 32), ("digits", 1, 28)])
 def test_batch_statistics_match_per_image_pipeline(name, channels, size):
     spec = T.preset(name, size)

@@ -122,8 +122,10 @@ class ProgressBar:
 
 
 def cmd_train(args) -> int:
+    from .malloc import keep_freed_memory
     from .training import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict, train
 
+    keep_freed_memory()  # this process exists to train (see malloc.py)
     config = _config_from_args(args)
     stop = threading.Event()
     bar = None if args.json else ProgressBar()

@@ -36,13 +36,22 @@ class Preprocessing:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (N,C,H,W) -> normalized float32 (N,C,S,S). Test time only resizes and normalizes."""
-        x = x.float().div_(255)
+        return self.normalize_pixels_(x.float())
+
+    def normalize_pixels_(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 pixel values in [0, 255] (N,C,H,W) -> normalized float32 (N,C,S,S).
+
+        Works in place on `x` where it can: training passes the float pixels it has just
+        augmented (BatchAugmenter.pixels) and skips converting them to uint8 and back.
+        """
+        scale = torch.tensor([1 / (255 * s) for s in self.std], dtype=x.dtype).view(1, -1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=x.dtype).view(1, -1, 1, 1)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               antialias=True, align_corners=False)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
-        x = (x - mean) / std
+        # (x / 255 - mean) / std as one multiply and one add over the pixels (interpolation is
+        # linear, so scaling after it is the same).
+        x = x.mul_(scale).add_(shift)
         if self.permutation_seed is not None:
             x = self.permute(x)
         return x

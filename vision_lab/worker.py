@@ -79,8 +79,11 @@ def _portable_error(error: BaseException) -> BaseException:
 
 
 def _child(payload: bytes, conn, stop) -> None:
+    from .malloc import keep_freed_memory
+
     # The server's Ctrl-C goes to the whole process group; the run ends through `stop` instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()  # this process exists to train (see malloc.py)
     fn, kwargs = pickle.loads(payload)
     try:
         for event in fn(stop=stop, **kwargs):
