@@ -49,6 +49,7 @@ def cpu_seconds(pid: int) -> float:
 
 def app_run(app: App, config: dict) -> tuple[float, float]:
     """(images/s from the run's history, the app process's share of the machine while training)."""
+    submitted = (time.perf_counter(), cpu_seconds(app.proc.pid))
     job = app.client().submit(**config, api_name="/train")
     start = end = None
     while not job.done():
@@ -60,13 +61,14 @@ def app_run(app: App, config: dict) -> tuple[float, float]:
         if start is not None and "**Training**" in status:
             end = now
         time.sleep(0.05)
+    if start is None or end[0] - start[0] < 0.5:
+        # A run too short to see training for a while (--quick): the whole request instead.
+        start, end = submitted, (time.perf_counter(), cpu_seconds(app.proc.pid))
     summary = job.result()[-1]
     if summary.get("reason") != "completed":
         raise RuntimeError(f"the app's /train did not complete: {summary}")
     seconds, epochs = history_seconds(Path(summary["checkpoint"]))
-    share = float("nan")
-    if start and end and end[0] > start[0]:
-        share = (end[1] - start[1]) / (end[0] - start[0]) / (os.cpu_count() or 1)
+    share = (end[1] - start[1]) / (end[0] - start[0]) / (os.cpu_count() or 1)
     return config["subset_train"] * epochs / seconds, share
 
 

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 pytest.importorskip("gradio")
 from vision_lab.checkpoints import CheckpointError, list_checkpoints, save_checkpoint  # noqa: E402
 from vision_lab.models import create_model  # noqa: E402
@@ -144,3 +146,27 @@ def test_public_servers_only_read_folders_inside_the_data_root(tmp_path):
         with pytest.raises(ValueError, match="must be inside the data folder"):
             check_server_folder(public, outside)
     check_server_folder(Settings(runs_dir=str(tmp_path), data_root=str(data)), "folder:/etc")
+
+
+def test_the_app_starts_no_thread_of_its_own_before_torchvision_is_imported(tmp_path):
+    """Two threads importing torch/torchvision at once can meet torchvision half-imported and
+    kill the app at start (CI saw it: the janitor's first sweep raced the Augment tab's imports).
+    So every thread Vision Lab starts while building the app must find torchvision imported."""
+    probe = (
+        "import sys, threading\n"
+        "seen = []\n"
+        "start = threading.Thread.start\n"
+        "def recording(self):\n"
+        "    module = getattr(getattr(self, '_target', None), '__module__', '') or ''\n"
+        "    seen.append((module, 'torchvision.transforms' in sys.modules))\n"
+        "    return start(self)\n"
+        "threading.Thread.start = recording\n"
+        "from vision_lab.ui import Settings, build_app\n"
+        f"build_app(Settings(runs_dir={str(tmp_path / 'runs')!r}))\n"
+        "ours = [s for s in seen if s[0].startswith('vision_lab')]\n"
+        "print(ours)\n"
+        "assert ours and all(ready for _, ready in ours), ours\n")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

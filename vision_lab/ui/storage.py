@@ -164,14 +164,24 @@ def sweep(settings) -> dict:
 
 
 def start_janitor(settings, every: float = 3600.0) -> threading.Thread:
-    """Sweep now and then every `every` seconds, in a daemon thread."""
+    """Sweep now, then every `every` seconds in a daemon thread.
+
+    The first sweep runs on the calling thread: it imports torch (through checkpoints), and two
+    threads importing torch and torchvision at once can meet torchvision half-imported (its
+    package and `torchvision.transforms` import each other), which kills the app at start.
+    """
+    def sweep_quietly():
+        try:
+            sweep(settings)
+        except OSError:
+            pass  # a vanished folder; try again next time
+
+    sweep_quietly()
+
     def loop():
         while True:
-            try:
-                sweep(settings)
-            except OSError:
-                pass  # a vanished folder; try again next time
             time.sleep(every)
+            sweep_quietly()
 
     thread = threading.Thread(target=loop, daemon=True, name="vision-lab-janitor")
     thread.start()
