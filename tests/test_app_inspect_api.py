@@ -107,6 +107,36 @@ def test_classify_api_explains_a_broken_image(client, tmp_path):
         client.predict(handle_file(str(text)), [name], api_name="/classify")
 
 
+def test_many_visitors_sending_the_same_image_at_once_all_get_answers(app_url):
+    """gr.Image rewrote each upload in place under a name from its content, so one of several
+    visitors sending the same picture could read it half-written (0 bytes). The app's image
+    input now hands the uploaded file itself to the handler; 4 clients x 8 calls all succeed."""
+    import threading
+
+    from gradio_client import Client, handle_file
+
+    name = shipped("mnist_cnn")
+    answers, errors = [], []
+
+    def visitor():
+        client = Client(app_url, verbose=False)
+        for _ in range(8):
+            try:
+                results, *_ = client.predict(handle_file(str(EXAMPLES / "digit_7.png")), [name],
+                                             api_name="/classify")
+                answers.append(results[0]["top"][0]["label"].split()[0])
+            except Exception as e:  # noqa: BLE001 - collected and shown below
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=visitor) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert answers == ["7"] * 32
+
+
 def test_classify_api_unknown_checkpoint(client):
     from gradio_client import handle_file
 

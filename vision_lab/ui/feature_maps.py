@@ -28,10 +28,14 @@ DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about thi
 # ---- shared with the Classify tab -----------------------------------------------------------------
 
 class LenientImage(gr.Image):
-    """gr.Image that hands an unreadable upload to the handler as a path instead of failing first.
+    """gr.Image that hands the uploaded file itself to the handler, as a path.
 
-    gr.Image opens every upload with PIL before the handler runs, so a corrupt file would end as a
-    generic error; passing it through lets `vision_lab.preprocessing` explain what is wrong.
+    gr.Image would open every upload with PIL and write a re-encoded copy before the handler runs:
+    a corrupt file would end as a generic error (`vision_lab.preprocessing` explains what is wrong
+    instead, and applies its own size limit, EXIF rotation and first-frame rule), and the copy is
+    written in place under a name taken from its content, so when several visitors send the same
+    image at once one of them can read it while another is rewriting it: 0 bytes (the concurrency
+    benchmark hit it). The uploaded file is moved into gradio's cache atomically and never rewritten.
     """
 
     def get_block_name(self) -> str:
@@ -41,10 +45,7 @@ class LenientImage(gr.Image):
         return "image"
 
     def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except Exception:
-            return str(payload.path) if payload is not None and payload.path else None
+        return str(payload.path) if payload is not None and payload.path else None
 
 
 _MODELS: OrderedDict = OrderedDict()
