@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import PYTHON, ROOT, App, emit, machine, median, parser
+from _common import PYTHON, ROOT, App, cpu_seconds, emit, machine, median, parser
 
 CONFIG = {"dataset": "shapes", "model": "cnn", "epochs": 2, "subset_train": 4000,
           "subset_test": 1000, "augment": "standard", "batch_size": 64, "seed": 0}
@@ -40,11 +40,6 @@ def cli_run(config: dict, out: Path) -> float:
     subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True)
     seconds, epochs = history_seconds(out)
     return config["subset_train"] * epochs / seconds
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def app_run(app: App, config: dict) -> tuple[float, float]:

@@ -34,3 +34,15 @@ def raise_unpicklable(stop=None):
 def tensor_sums(data, stop=None):
     yield {"train": int(data.train_images.sum()), "test": int(data.test_images.sum()),
            "classes": data.classes, "dtype": str(data.train_images.dtype)}
+
+
+def niceness_of_threads(stop=None):
+    """The niceness of this process's first thread and of a thread it starts (torch's OpenMP
+    workers are such threads)."""
+    import threading
+
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(os.nice(0)))
+    worker.start()
+    worker.join()
+    yield {"main": os.nice(0), "thread": seen[0]}

@@ -1,5 +1,6 @@
 """Runs in a child process (vision_lab.worker): the same training as in-process, Stop reaches the
 child, and a child that dies or fails is reported as a sentence with its resources freed."""
+import os
 import threading
 
 import pytest
@@ -92,3 +93,12 @@ def test_data_reaches_the_child_intact(tiny):
 def test_many_events_arrive_in_order():
     items = collect(ProcessRun(targets.count, n=5000))
     assert items[:-1] == list(range(5000))
+
+
+def test_runs_yield_the_cores_to_the_server():
+    """A run is niced below the server, its threads too, so requests are answered first."""
+    from vision_lab.worker import NICENESS
+
+    items = collect(ProcessRun(targets.niceness_of_threads))
+    expected = min(os.nice(0) + NICENESS, 19)
+    assert items[0] == {"main": expected, "thread": expected}

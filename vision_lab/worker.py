@@ -10,6 +10,8 @@ machine (benchmarks/app_overhead.py):
   does.
 - isolation: a child killed by the kernel for memory, or crashing in a native kernel, ends its run
   with a message; the server keeps serving everybody else.
+- priority: the child runs at a lower priority (NICENESS), so requests to the server are answered
+  first while it trains.
 
 Children come from a forkserver: one clean process that imports torch once, from which each run
 forks in milliseconds. Forking the server itself is unsafe (its threads' locks, and OpenMP after
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
@@ -29,6 +32,9 @@ from typing import Callable
 
 PRELOAD = ["vision_lab.training", "vision_lab.experiments"]
 _END = "__vision_lab_end__"
+# Runs yield the cores to the app's own requests: a visitor classifying while another trains gets
+# an answer at once, and the run loses only what those requests use (nothing when none come).
+NICENESS = 10
 _context_lock = threading.Lock()
 _context = None
 
@@ -84,6 +90,9 @@ def _child(payload: bytes, conn, stop) -> None:
     # The server's Ctrl-C goes to the whole process group; the run ends through `stop` instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_memory()  # this process exists to train (see malloc.py)
+    # Before torch starts its worker threads: on Linux niceness is per thread, and new threads
+    # inherit their creator's.
+    os.nice(NICENESS)
     fn, kwargs = pickle.loads(payload)
     try:
         for event in fn(stop=stop, **kwargs):
