@@ -143,11 +143,24 @@ def test_image_grid_rgb_and_empty():
     assert texts(empty.axes[0]) == ["no images to show"] and empty.get_suptitle() == "Mistakes"
 
 
-def test_feature_map_grid_one_panel_per_channel():
-    fig = plots.feature_map_grid(torch.rand(12, 7, 7), "conv1 after ReLU")
-    assert len(image_axes(fig)) == 12
-    assert fig.get_suptitle() == "conv1 after ReLU"
-    assert fig.axes[11].get_title() == "channel 11"
+def test_feature_map_mosaic_places_each_channel_in_its_own_tile():
+    maps = torch.zeros(12, 7, 7)
+    maps[0, 0, 0] = 1.0      # channel 0: its top-left pixel bright
+    maps[11, 6, 6] = 5.0     # channel 11: bottom-right pixel, on a larger scale
+    maps[3] = 2.0            # a constant channel: no division by zero, one colour
+    mosaic = plots.feature_map_mosaic(maps, ncols=8, tile=96, gap=6)
+    scale = 14               # 7 pixels enlarged to about 96
+    assert mosaic.dtype == np.uint8 and mosaic.shape == (2 * 98 + 6, 8 * 98 + 7 * 6, 3)
+    bright, dark = plots._viridis()[255], plots._viridis()[0]
+    assert (mosaic[0, 0] == bright).all() and (mosaic[scale, scale] == dark).all()
+    # Channel 11 is the fourth tile of the second row; each channel has its own colour range.
+    top, left = 98 + 6, 3 * (98 + 6)
+    assert (mosaic[top + 97, left + 97] == bright).all() and (mosaic[top, left] == dark).all()
+    assert (mosaic[0, 3 * 104:3 * 104 + 98] == dark).all()          # the constant channel
+    assert (mosaic[98:104] == 255).all()                             # the gap between rows
+    assert (mosaic[104:, 4 * 104:] == 255).all()                     # no tiles after channel 11
+    with pytest.raises(ValueError, match="at least one channel"):
+        plots.feature_map_mosaic(torch.zeros(0, 4, 4))
 
 
 @pytest.mark.parametrize("in_channels, shape", [(3, (5, 5, 3)), (1, (5, 5)), (8, (5, 5))])
@@ -184,7 +197,6 @@ def test_every_figure_renders():
         plots.confusion_matrix(np.random.randint(0, 50, (10, 10)), CLASSES),
         plots.per_class_accuracy(np.random.rand(10), CLASSES),
         plots.image_grid(torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8)),
-        plots.feature_map_grid(torch.rand(4, 5, 5)),
         plots.filter_grid(torch.randn(6, 3, 3, 3)),
         plots.hidden_activation_plot([("h", torch.rand(10))]),
     ]

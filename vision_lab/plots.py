@@ -303,20 +303,48 @@ def image_grid(images_uint8, titles=None, ncols: int = 8, title: str | None = No
     return fig
 
 
-@_styled
-def feature_map_grid(maps, title: str = "Feature maps") -> Figure:
-    """One panel per channel of a (C, h, w) activation; bright = strong response."""
-    maps = _to_numpy(maps, float)
-    if len(maps) == 0:
-        return _empty_grid("no channels to show", title)
-    fig, axes = _grid_figure(len(maps), ncols=8, cell=1.6, title=title)
-    for channel, ax in enumerate(axes):
-        # Each channel gets its own colour range: absolute scales differ a lot
-        # between channels, and the pattern is what matters here.
-        ax.imshow(maps[channel], cmap="viridis", interpolation="nearest")
-        ax.set_title(f"channel {channel}", fontsize=SMALL_TITLE, fontweight="normal")
-        ax.set_axis_off()
-    return fig
+_VIRIDIS: np.ndarray | None = None
+
+
+def _viridis() -> np.ndarray:
+    """matplotlib's viridis as a (256, 3) uint8 lookup table."""
+    global _VIRIDIS
+    if _VIRIDIS is None:
+        from matplotlib import colormaps
+        _VIRIDIS = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    return _VIRIDIS
+
+
+def feature_map_mosaic(maps, ncols: int = 8, tile: int = 96, gap: int = 6) -> np.ndarray:
+    """The channels of a (C, h, w) activation side by side, as one (H, W, 3) uint8 image.
+
+    Channel 0 is top left, then left to right and row by row; each channel is enlarged (nearest
+    neighbour, a whole factor) to about `tile` pixels and coloured with viridis, bright = strong
+    response. Each channel gets its own colour range: absolute scales differ a lot between
+    channels, and the pattern is what matters here. Built with numpy rather than as a matplotlib
+    figure with one axes a channel: about 2 ms instead of 0.4 s on a laptop core, which the
+    Feature maps tab pays on every click.
+    """
+    maps = _to_numpy(maps, np.float32)
+    if maps.ndim != 3 or len(maps) == 0:
+        raise ValueError(f"expected (channels, height, width) with at least one channel, got "
+                         f"shape {maps.shape}")
+    n, h, w = maps.shape
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    levels = ((maps - low) / np.where(span > 0, span, 1.0) * 255).round().astype(np.uint8)
+    scale = max(1, round(tile / max(h, w)))
+    cells = _viridis()[levels].repeat(scale, axis=1).repeat(scale, axis=2)  # (n, H, W, 3)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    ch, cw = h * scale, w * scale
+    mosaic = np.full((nrows * ch + (nrows - 1) * gap, ncols * cw + (ncols - 1) * gap, 3), 255,
+                     np.uint8)
+    for i in range(n):
+        row, col = divmod(i, ncols)
+        top, left = row * (ch + gap), col * (cw + gap)
+        mosaic[top:top + ch, left:left + cw] = cells[i]
+    return mosaic
 
 
 @_styled

@@ -186,6 +186,23 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
+# What showing a run live costs the run (benchmarks/app_overhead.py): on a 2-core machine every CPU
+# second the server spends is taken from one of the training's two threads, and those two wait for
+# each other at every op, so the run loses about twice what the server uses. Hence the Train and
+# Compare tabs send their status line every STATUS_EVERY seconds, and redraw their figures only
+# while drawing them (and gradio's handling of the result) stays within RENDER_BUDGET of the wall
+# time, but at least every RENDER_MAX seconds. A loss curve takes ~0.13 s to draw and an epoch's
+# three figures ~0.4 s. Measured side by side: with a status line every second and a 3% budget
+# the app used 6.5% of the machine while a run trained, and the run went at 0.74 of the CLI's
+# speed; with these, 2.0% and 1.01.
+STATUS_EVERY, RENDER_BUDGET, RENDER_MAX = 2.0, 0.01, 15.0
+
+
+def redraw_wait(draw_cost: float) -> float:
+    """Seconds from one redraw to the next, after one that took `draw_cost` seconds."""
+    return min(RENDER_MAX, max(STATUS_EVERY, draw_cost / RENDER_BUDGET))
+
+
 def drain(q, timeout: float):
     """Events waiting in q, blocking up to `timeout` for the first one."""
     import queue as _queue

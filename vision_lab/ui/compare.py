@@ -6,13 +6,12 @@ import time
 
 import gradio as gr
 
-from .common import (check_server_folder, dataset_choices, drain, format_seconds, friendly_errors,
-                     load_data, session_of, user_error)
+from .common import (STATUS_EVERY, check_server_folder, dataset_choices, drain, format_seconds,
+                     friendly_errors, load_data, redraw_wait, session_of, user_error)
 from .runs import RUNS
 from .storage import check_quota, owner_dir, owner_of
 
 CUSTOM = "Custom (edit the table)"
-REDRAW_EVERY = 1.0
 
 
 def _custom_default():
@@ -116,7 +115,9 @@ def build(settings, tab=None):
             run = compare_in_process(runs, data, out_dir=mine / "compare" if mine else None,
                                      stop=ticket.stop)
             RUNS.hand_over(ticket, run)
-            last_draw, dirty, current, done, died = 0.0, True, None, False, None
+            # The status every STATUS_EVERY seconds; the overlay when an epoch or a run has ended,
+            # no more often than redraw_wait allows (see common.py).
+            last_status, next_draw, dirty, current, done, died = 0.0, 0.0, True, None, False, None
             while not done:
                 for item in drain(run.events, timeout=0.2):
                     if item is None:
@@ -139,16 +140,19 @@ def build(settings, tab=None):
                         dirty = True
                 if done:
                     break
-                if time.perf_counter() - last_draw >= REDRAW_EVERY:
-                    line = f"**Running** · {len(rows)}/{len(runs)} runs done · elapsed {format_seconds(time.perf_counter() - started)}"
+                now = time.perf_counter()
+                if now - last_status >= STATUS_EVERY:
+                    line = f"**Running** · {len(rows)}/{len(runs)} runs done · elapsed {format_seconds(now - started)}"
                     if current:
                         label, b = current
                         line += (f" · **{label}**: epoch {b.epoch}/{configs[label].epochs}, "
                                  f"step {b.step}/{b.total_steps}, {b.images_per_sec:,.0f} images/s")
-                    figs = figures(histories) if dirty else (gr.skip(), gr.skip())
-                    dirty = False
+                    redraw = dirty and now >= next_draw
+                    figs = figures(histories) if redraw else (gr.skip(), gr.skip())
                     yield line, _table(rows), *figs
-                    last_draw = time.perf_counter()
+                    last_status = time.perf_counter()
+                    if redraw:
+                        dirty, next_draw = False, last_status + redraw_wait(last_status - now)
             stopped = ticket.stop.is_set() and len(rows) < len(runs) or any(r["ended"] == "stopped" for r in rows)
             total = format_seconds(time.perf_counter() - started)
             if died:

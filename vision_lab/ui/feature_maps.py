@@ -283,7 +283,7 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     from ..inspect import (NoSpatialFeatures, feature_maps, grad_cam, hidden_activations,
                            overlay_heatmap, predict)
     from ..models import conv_layers
-    from ..plots import feature_map_grid, hidden_activation_plot
+    from ..plots import feature_map_mosaic, hidden_activation_plot
 
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     image, drawn = choose_input(source, image, sketch)
@@ -300,15 +300,17 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", l
     layer = layer if layer in layers else layers[0]
     channels = int(channels or 16)
     (name, maps), = feature_maps(ckpt.model, x, layers=[layer], max_channels=channels)
-    maps_img = _render(feature_map_grid(
-        maps, title=f"{name}: first {len(maps)} of {dict(conv_layers(ckpt.model))[name].out_channels}"
-                    f" channels, {maps.shape[1]}×{maps.shape[2]} each"))
+    maps_img = feature_map_mosaic(maps)
+    maps_note = (f"Feature maps of **{name}**: the first {len(maps)} of "
+                 f"{dict(conv_layers(ckpt.model))[name].out_channels} channels, "
+                 f"{maps.shape[1]}×{maps.shape[2]} each; channel 0 is top left, then left to right, "
+                 f"8 to a row; bright = strong response.")
     filters_img = _filters_image(ckpt)
 
     target = None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
     heat, explained = grad_cam(ckpt.model, x, target_class=target)
     cam_img = overlay_heatmap(shown.transpose(2, 0, 1), heat)
-    note = (f"Grad-CAM explains **{ckpt.classes[explained]}**"
+    note = (f"{maps_note}\n\nGrad-CAM explains **{ckpt.classes[explained]}**"
             f"{' (the predicted class)' if target is None else ''}: warm colours mark the regions "
             f"whose features raised that class's score most (last conv layer).")
     return shown, maps_img, filters_img, cam_img, label, note
@@ -340,8 +342,8 @@ def _warm_up():
     try:
         import torch
 
-        from ..plots import feature_map_grid
-        _render(feature_map_grid(torch.zeros(2, 4, 4)))
+        from ..plots import filter_grid
+        _render(filter_grid(torch.zeros(2, 1, 3, 3)))
     except Exception:  # only an optimisation
         pass
 

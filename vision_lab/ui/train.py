@@ -1,8 +1,8 @@
 """Train tab: every TrainConfig option, live curves while it trains, results when it ends.
 
 `training.train` runs in a child process (vision_lab.worker) and streams its events back; the
-handler drains them, updates the status line every second and redraws the curves every few
-seconds (drawing takes CPU from the training, so it is kept to a budget).
+handler drains them, updates the status line every two seconds and redraws the curves about every
+15 seconds (whatever the server does takes CPU from the training, so drawing is kept to a budget).
 A run waits for a free slot first (runs.py), showing its place in line. Stop sets the run's event,
 so training ends within one batch and keeps its last finished epoch.
 """
@@ -15,18 +15,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, drain,
-                     enlarge, format_seconds, friendly_errors, load_data, session_of, user_error)
+from .common import (FOLDER_UPLOAD, STATUS_EVERY, check_server_folder, chw_to_numpy,
+                     dataset_choices, drain, enlarge, format_seconds, friendly_errors, load_data,
+                     redraw_wait, session_of, user_error)
 from .fields import Number, Slider
 from .runs import RUNS
 from .storage import check_quota, owner_dir, owner_of
 
 AUGMENT_TAB = "Augment tab's settings"
-# The status line updates every second. Figures are redrawn at most once a second and only while
-# drawing (and gradio's handling of it) stays within RENDER_BUDGET of the wall time: on a 2-core
-# machine every CPU second spent drawing is taken from the training process
-# (benchmarks/app_overhead.py measures the app's slowdown against the CLI).
-RENDER_EVERY, RENDER_BUDGET, RENDER_MAX = 1.0, 0.03, 10.0
 LIVE_POINTS = 1000  # the live loss curve is thinned to this many points (drawing cost grows with them)
 
 
@@ -243,6 +239,13 @@ class LiveRun:
         images = tuple(self.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
         return (status, *images, None, None, [], "", None, None)
 
+    @staticmethod
+    def status_frame(status: str) -> tuple:
+        """The status alone; the figures are left as they are. Sending their files again would
+        make every API client download them again (gradio_client fetches each file of every
+        update: ~0.15 s of its CPU a second)."""
+        return (status, *[gr.skip()] * 4, None, None, [], "", None, None)
+
     def forget_old_images(self) -> None:
         """Delete figures gradio has already copied (it copies each yield's files)."""
         for path in filter(None, self.old_images):
@@ -333,8 +336,8 @@ def build(settings, augment_spec=None, tab=None):
 
     augment_spec = augment_spec if augment_spec is not None else gr.State([])
     gr.Markdown("Choose data, a model and how to train it, then **Start**. The status line updates "
-                "every second and the curves every few seconds; **Stop** ends the run within one "
-                "batch and keeps the last finished epoch.")
+                "every two seconds and the curves about every 15 seconds; **Stop** ends the run "
+                "within one batch and keeps the last finished epoch.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=340):
             with gr.Group():
@@ -547,11 +550,10 @@ def build(settings, augment_spec=None, tab=None):
             if done or live.end is not None:
                 break
             now = time.perf_counter()
-            if now - last_draw < min(RENDER_MAX, max(RENDER_EVERY, draw_cost / RENDER_BUDGET)):
-                if now - last_status >= RENDER_EVERY and not stop_event.is_set():
+            if now - last_draw < redraw_wait(draw_cost):
+                if now - last_status >= STATUS_EVERY and not stop_event.is_set():
                     last_status = now
-                    yield live.frame(live.status())
-                    live.forget_old_images()
+                    yield live.status_frame(live.status())
                 continue
             if live.new_epoch:
                 live.new_epoch = False
