@@ -81,7 +81,7 @@ def calm_queue(demo: gr.Blocks, poll: float = 0.025) -> None:
     Its default loop wakes about 1,000 times a second even when nobody uses the app: 0.066 core-s
     a second on the 2-core test machine, taken from a training there. Each wake-up costs ~0.23 ms:
     at 10 ms that was still 0.027 core-s a second, half of all the app spends while it shows a
-    training (benchmarks/app_overhead.py); at 25 ms it is 0.013. A request waits for the next
+    training (benchmarks/app_overhead.py); at 25 ms it measured 0.009. A request waits for the next
     wake-up: 12 ms on average, against the 60-200 ms a call through gradio_client takes.
     Call after `demo.queue()`; these are gradio's private settings, so a gradio without them is
     left as it is.

@@ -234,17 +234,15 @@ class LiveRun:
         self.old_images.append(self.images.get(name))
         self.images[name] = path
 
-    def frame(self, status: str) -> tuple:
-        """All eleven outputs: the status, the current figures, empty results."""
-        images = tuple(self.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
-        return (status, *images, None, None, [], "", None, None)
+    def frame(self, status: str, figures: bool = True) -> tuple:
+        """All eleven outputs: the status, the current figures, empty results.
 
-    @staticmethod
-    def status_frame(status: str) -> tuple:
-        """The status alone; the figures are left as they are. Sending their files again would
-        make every API client download them again (gradio_client fetches each file of every
-        update: ~0.15 s of its CPU a second)."""
-        return (status, *[gr.skip()] * 4, None, None, [], "", None, None)
+        `figures=False` leaves the figures as they are: sending their files again with every
+        status line would make every API client download them again (gradio_client fetches each
+        file of every update: ~0.15 s of its CPU a second)."""
+        images = (tuple(self.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
+                  if figures else (gr.skip(),) * 4)
+        return (status, *images, None, None, [], "", None, None)
 
     def forget_old_images(self) -> None:
         """Delete figures gradio has already copied (it copies each yield's files)."""
@@ -553,7 +551,7 @@ def build(settings, augment_spec=None, tab=None):
             if now - last_draw < redraw_wait(draw_cost):
                 if now - last_status >= STATUS_EVERY and not stop_event.is_set():
                     last_status = now
-                    yield live.status_frame(live.status())
+                    yield live.frame(live.status(), figures=False)
                 continue
             if live.new_epoch:
                 live.new_epoch = False
