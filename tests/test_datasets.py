@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vision_lab import datasets
+from vision_lab.datasets import folders
 from vision_lab.datasets import (DEFAULT_DATASET, DatasetUnavailable, dataset_info, list_datasets,
                                  load_dataset, resolve_data_root, sample_grid)
 
@@ -304,7 +304,7 @@ def test_folder_zip_limits(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"unpacks to .*, more than the 100 bytes limit"):
         load_dataset(f"folder:{archive}", max_bytes=100)
     # The module-level caps apply when no option is given.
-    monkeypatch.setattr(datasets, "MAX_ARCHIVE_FILES", 2)
+    monkeypatch.setattr(folders, "MAX_ARCHIVE_FILES", 2)
     with pytest.raises(ValueError, match="VISION_LAB_MAX_ARCHIVE_FILES"):
         load_dataset(f"folder:{archive}")
 

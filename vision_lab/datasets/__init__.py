@@ -1,0 +1,191 @@
+"""Datasets for Vision Lab, all loaded into memory as uint8 tensors.
+
+Keeping every image in memory as uint8 (N, C, H, W) lets training augment and normalise whole
+batches at once on the CPU, which is much faster than a per-image PIL pipeline for the small
+datasets a lesson uses.
+
+This module is the registry and `load_dataset`; the loaders live beside it: `shapes` (synthetic,
+no download), `downloads` (MNIST, Fashion-MNIST and CIFAR-10, downloaded once into the data root)
+and `folders` (any folder or zip of class folders, as "folder:PATH").
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torchvision.datasets import MNIST, FashionMNIST
+
+from .base import DatasetUnavailable, ImageData  # noqa: F401 (DatasetUnavailable: public)
+from .downloads import CIFAR_CLASSES, cifar_present, idx_present, load_cifar10, load_idx
+from .folders import (DEFAULT_FOLDER_IMAGE_SIZE, FOLDER_OPTIONS, FOLDER_PREFIX, folder_info,
+                      load_folder)
+from .shapes import SHAPES, SHAPES_SIZE, load_shapes
+
+DEFAULT_DATASET = "shapes"
+
+# ---- public API ---------------------------------------------------------------------------------
+
+def list_datasets() -> list[str]:
+    """Names of the built-in datasets; any folder or zip loads as "folder:PATH"."""
+    return list(_BUILTIN)
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """Where downloadable datasets live: the argument, else $VISION_LAB_DATA, else ./data."""
+    if data_root is None or str(data_root) == "":
+        data_root = os.environ.get("VISION_LAB_DATA") or "data"
+    return Path(data_root).expanduser()
+
+
+def dataset_info(name: str, data_root: str | os.PathLike | None = None) -> dict:
+    """What a dataset holds, without loading its images.
+
+    For folder datasets only file names are scanned, so `channels` is None
+    (it is known once the images are decoded) and `image_size` is the default
+    size images are resized to.
+    """
+    if name.startswith(FOLDER_PREFIX):
+        return folder_info(name[len(FOLDER_PREFIX):])
+    spec = _builtin_spec(name)
+    return {
+        "name": name,
+        "classes": list(spec.classes),
+        "channels": spec.channels,
+        "image_size": spec.image_size,
+        "description": spec.description,
+        "needs_download": not spec.files_present(resolve_data_root(data_root)),
+    }
+
+
+def load_dataset(name: str, data_root: str | os.PathLike | None = None,
+                 subset_train: int | None = None, subset_test: int | None = None,
+                 subset_mode: str = "random", seed: int = 0, image_size: int | None = None,
+                 **options: Any) -> ImageData:
+    """Load a dataset into memory, optionally keeping only a subset of each split.
+
+    subset_mode "first" keeps the first N images of a split, "random" a random
+    N chosen with `seed`. `image_size` applies to folder datasets only; the
+    built-in ones keep their native size. Options per dataset:
+    shapes: n_train, n_test, shapes_seed; folder: test_fraction, max_bytes,
+    max_files; all: progress (a callable taking a message string).
+    """
+    if subset_mode not in ("first", "random"):
+        raise ValueError(f"subset_mode must be 'first' or 'random', not {subset_mode!r}.")
+    if name.startswith(FOLDER_PREFIX):
+        _check_options(name, options, FOLDER_OPTIONS)
+        data = load_folder(name[len(FOLDER_PREFIX):], image_size or DEFAULT_FOLDER_IMAGE_SIZE,
+                            seed, **options)
+    else:
+        spec = _builtin_spec(name)
+        _check_options(name, options, spec.options)
+        data = spec.load(resolve_data_root(data_root), seed, **options)
+    generator = torch.Generator().manual_seed(seed)
+    data.train_images, data.train_labels = _subset(
+        data.train_images, data.train_labels, subset_train, subset_mode, generator,
+        lambda n: f"subset_train={subset_train} is larger than the {n} training images of '{name}'.")
+    data.test_images, data.test_labels = _subset(
+        data.test_images, data.test_labels, subset_test, subset_mode, generator,
+        lambda n: f"subset_test={subset_test} is larger than the {n} test images of '{name}'.")
+    return data
+
+
+def sample_grid(data: ImageData, n: int = 16, split: str = "train",
+                seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Up to n images of a split with their class names, spread evenly over the classes."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
+    images = data.train_images if split == "train" else data.test_images
+    labels = data.train_labels if split == "train" else data.test_labels
+    generator = torch.Generator().manual_seed(seed)
+    per_class = [torch.nonzero(labels == k).flatten() for k in range(len(data.classes))]
+    per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
+    # Round-robin over the classes, so every class shows up before any repeats.
+    picked: list[int] = []
+    rank = 0
+    while len(picked) < n and rank < max((len(idx) for idx in per_class), default=0):
+        picked += [int(idx[rank]) for idx in per_class if rank < len(idx)][: n - len(picked)]
+        rank += 1
+    # Grouping by class reads more easily in a grid.
+    picked.sort(key=lambda i: int(labels[i]))
+    index = torch.tensor(picked, dtype=torch.int64)
+    return images[index], [data.classes[int(labels[i])] for i in picked]
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _check_options(name: str, options: dict, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown option {unknown[0]!r} for dataset '{name}'; it accepts: "
+                         f"{', '.join(sorted(allowed))}.")
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, size: int | None, mode: str,
+            generator: torch.Generator,
+            too_large: Callable[[int], str]) -> tuple[torch.Tensor, torch.Tensor]:
+    if size is None:
+        return images, labels
+    if size < 1:
+        raise ValueError(f"A subset needs at least 1 image, not {size}.")
+    if size > len(images):
+        raise ValueError(too_large(len(images)))
+    if mode == "first":
+        index = torch.arange(size)
+    else:
+        index = torch.randperm(len(images), generator=generator)[:size].sort().values
+    return images[index].contiguous(), labels[index].contiguous()
+
+
+
+# ---- registry of built-in datasets --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _BuiltinSpec:
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    description: str
+    files_present: Callable[[Path], bool]
+    load: Callable[..., ImageData]
+    options: frozenset[str] = frozenset({"progress"})
+
+
+def _mnist_family(dataset_class, name: str, title: str, size_mb: int, mean, std,
+                  description: str) -> _BuiltinSpec:
+    return _BuiltinSpec(
+        tuple(dataset_class.classes), 1, 28, description,
+        partial(idx_present, dataset_class),
+        partial(load_idx, dataset_class=dataset_class, name=name, title=title, size_mb=size_mb,
+                mean=mean, std=std))
+
+
+_BUILTIN = {
+    "shapes": _BuiltinSpec(
+        tuple(SHAPES), 3, SHAPES_SIZE,
+        "Synthetic 32×32 colour shapes in 10 classes, generated in memory (no download). Position, "
+        "size, rotation, colours and background vary, so a small CNN beats an MLP clearly.",
+        lambda root: True, load_shapes,
+        frozenset({"n_train", "n_test", "shapes_seed", "progress"})),
+    "mnist": _mnist_family(
+        MNIST, "mnist", "MNIST", 12, (0.1307,), (0.3081,),
+        "Handwritten digits 0–9: 28×28 grayscale, 60,000 training and 10,000 test images."),
+    "fashion_mnist": _mnist_family(
+        FashionMNIST, "fashion_mnist", "Fashion-MNIST", 30, (0.2860,), (0.3530,),
+        "Clothing photos in 10 classes: 28×28 grayscale, 60,000 training and 10,000 test images."),
+    "cifar10": _BuiltinSpec(
+        tuple(CIFAR_CLASSES), 3, 32,
+        "Small colour photos in 10 classes (planes, cars, animals, …): 32×32, 50,000 training and "
+        "10,000 test images.",
+        cifar_present, load_cifar10),
+}
+
+
+def _builtin_spec(name: str) -> _BuiltinSpec:
+    if name not in _BUILTIN:
+        raise ValueError(f"Unknown dataset {name!r}. Available: {', '.join(_BUILTIN)}, "
+                         f"or {FOLDER_PREFIX}PATH for a folder or zip of class folders.")
+    return _BUILTIN[name]
