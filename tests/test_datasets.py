@@ -1,5 +1,6 @@
 import io
 import stat
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -161,6 +162,47 @@ def test_sample_grid_is_balanced():
     assert len(images) == len(names) == 30
 
 
+# ---- validation split ---------------------------------------------------------------------------
+
+def test_validation_is_carved_from_training_data_per_class():
+    full = load_dataset("shapes", subset_train=500, subset_test=100, seed=4)
+    data = load_dataset("shapes", subset_train=500, subset_test=100, seed=4, val_fraction=0.2)
+    assert len(data.train_images) == 400 and len(data.val_images) == 100
+    assert torch.bincount(data.val_labels).tolist() == [10] * 10   # stratified
+    # Validation images are training images held out: none of them is trained on, and the test
+    # split is untouched.
+    assert torch.equal(data.test_images, full.test_images)
+    pool = {bytes(img.numpy()) for img in full.train_images}
+    held = {bytes(img.numpy()) for img in data.val_images}
+    kept = {bytes(img.numpy()) for img in data.train_images}
+    assert held <= pool and kept <= pool and not held & kept
+    again = load_dataset("shapes", subset_train=500, subset_test=100, seed=4, val_fraction=0.2)
+    assert torch.equal(again.val_images, data.val_images)
+    # Normalisation statistics come from the images trained on.
+    assert data.mean != full.mean
+    assert data.split("val")[0] is data.val_images
+
+
+def test_a_training_set_too_small_to_split_gets_a_sentence():
+    with pytest.raises(ValueError, match="too few to hold out a validation set: class '.*' has 1, "
+                                         "and every class needs at least 2"):
+        load_dataset("shapes", subset_train=15, subset_test=10, val_fraction=0.1)
+    assert load_dataset("shapes", subset_train=15, subset_test=10).val_images is None  # no split asked
+    with pytest.raises(ValueError, match="validation fraction must be at least 0 and below 1"):
+        load_dataset("shapes", subset_train=100, val_fraction=1.0)
+
+
+def test_shapes_subsets_are_generated_as_asked():
+    # The app and the CLI ask for the same subset and get the same images: it is generated, not
+    # sampled from a pool whose size could differ between them.
+    a = load_dataset("shapes", subset_train=300, subset_test=50, seed=2)
+    b = load_dataset("shapes", subset_train=300, subset_test=50, seed=2)
+    assert a.train_images.shape == (300, 3, 32, 32) and len(a.test_images) == 50
+    assert torch.equal(a.train_images, b.train_images)
+    with pytest.raises(ValueError, match="larger than the 10000 training images of 'shapes'"):
+        load_dataset("shapes", subset_train=10_001)
+
+
 # ---- folder datasets ----------------------------------------------------------------------------
 
 def test_folder_flat_class_folders_split_per_class(tmp_path):
@@ -179,7 +221,57 @@ def test_folder_flat_class_folders_split_per_class(tmp_path):
     assert cat[0] > 150 and cat[1] < 80
     again = load_dataset(f"folder:{root}", image_size=16, seed=3)
     assert torch.equal(data.test_images, again.test_images)
-    assert load_dataset(f"folder:{root}").image_size == 64
+
+
+def test_folder_of_one_square_size_keeps_it(tmp_path):
+    root = tmp_path / "cifar"
+    for name in ("cat", "dog"):
+        for i in range(3):
+            _write(root / name / f"{i}.png", _image_bytes(COLOURS[name], size=(32, 32)))
+    data = load_dataset(f"folder:{root}")
+    assert data.image_size == 32 and data.train_images.shape[-2:] == (32, 32)
+    assert data.messages == []  # nothing was resized, so there is nothing to explain
+    # As a zip too: the sizes come from each file's header.
+    archive = _zip(tmp_path / "cifar.zip", {f"{n}/{i}.png": _image_bytes(COLOURS[n], size=(32, 32))
+                                            for n in ("cat", "dog") for i in range(3)})
+    assert load_dataset(f"folder:{archive}").image_size == 32
+
+
+@pytest.mark.parametrize("sizes, expected, says", [
+    ([(32, 32)] * 4, 32, None),
+    ([(640, 640)] * 2, 224, "are all 640×640: each is resized to 224×224 (their shorter side, "
+                            "lowered to the largest size used by default, 224 px)"),
+    ([(12, 10)] * 3, 16, "are all 12×10, not square: each is resized to 16×16 (their shorter side, "
+                         "raised to the smallest size used, 16 px)"),
+    ([(64, 48)] * 3, 48, "are all 64×48, not square: each is resized to 48×48 (their shorter side)"),
+    ([(28, 28), (28, 28), (96, 128)], 28, "come in 2 sizes, from 28×28 to 96×128: each is resized "
+                                          "to 28×28 (the median of their shorter sides)"),
+])
+def test_choose_image_size_says_why(sizes, expected, says):
+    size, why = folders.choose_image_size(sizes)
+    assert size == expected
+    assert (why is None) if says is None else why.startswith(f"Your images {says}.")
+
+
+def test_folder_of_mixed_sizes_says_which_size_it_chose(tmp_path):
+    root = tmp_path / "mixed"
+    for i, size in enumerate([(40, 40), (40, 40), (80, 60)]):
+        _write(root / "cat" / f"{i}.png", _image_bytes(size=size))
+        _write(root / "dog" / f"{i}.png", _image_bytes(COLOURS["dog"], size=size))
+    data = load_dataset(f"folder:{root}")
+    assert data.image_size == 40
+    assert any("come in 2 sizes" in m and "resized to 40×40" in m for m in data.messages)
+    assert load_dataset(f"folder:{root}", image_size=24).image_size == 24  # a chosen size wins
+
+
+def test_folder_val_folder_is_the_validation_set(tmp_path):
+    root = tmp_path / "pets"
+    _class_folders(root / "train", per_class=4)
+    _class_folders(root / "val", per_class=2)
+    data = load_dataset(f"folder:{root}", image_size=8, val_fraction=0.5)
+    assert len(data.val_images) == 4 and len(data.train_images) + len(data.test_images) == 8
+    assert torch.bincount(data.val_labels).tolist() == [2, 2]
+    assert any("val/ folder" in m for m in data.messages)
 
 
 def test_folder_keeps_a_training_image_per_class(tmp_path):
@@ -377,15 +469,71 @@ def test_folder_zip_with_utf8_names_without_the_flag(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10", "mnist"])
 def test_download_without_internet_is_a_clear_error(tmp_path, name):
-    messages = []
-    try:
+    messages = []  # tests run offline (conftest.py), so the download fails here, online or not
+    with pytest.raises(DatasetUnavailable, match="Could not download .*'shapes'"):
         load_dataset(name, data_root=tmp_path, progress=messages.append)
-    except DatasetUnavailable as error:
-        assert "Could not download" in str(error) and "'shapes'" in str(error)
-    else:
-        pytest.skip(f"{name} downloaded: this machine has internet access")
     assert messages and messages[0].startswith("Downloading")
     assert dataset_info(name, data_root=tmp_path)["needs_download"] is True
+
+
+def _cifar_batch(n: int, generator) -> bytes:
+    records = torch.randint(0, 256, (n, 3073), dtype=torch.uint8, generator=generator)
+    records[:, 0] = torch.arange(n) % 10
+    return records.numpy().tobytes()
+
+
+def test_a_cifar10_download_is_unpacked_and_read(tmp_path, monkeypatch):
+    """A faked download (the real one is 162 MB): the archive is unpacked, taking only the batch
+    files, and read; the second load finds them on disk."""
+    from vision_lab.datasets import downloads
+
+    generator = torch.Generator().manual_seed(0)
+    files = {f"data_batch_{i}.bin": _cifar_batch(2, generator) for i in range(1, 6)}
+    files |= {"test_batch.bin": _cifar_batch(3, generator), "readme.html": b"<html></html>"}
+    fetched = []
+
+    def download_url(url, root, md5=None):
+        fetched.append(url)
+        with tarfile.open(Path(root) / Path(url).name, "w:gz") as archive:
+            for name, data in files.items():
+                member = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+                member.size = len(data)
+                archive.addfile(member, io.BytesIO(data))
+
+    monkeypatch.setattr(downloads, "download_url", download_url)
+    data = load_dataset("cifar10", data_root=tmp_path)
+    assert data.train_images.shape == (10, 3, 32, 32) and data.test_images.shape == (3, 3, 32, 32)
+    assert data.test_images[0].flatten().tolist() == list(files["test_batch.bin"][1:3073])
+    assert not (tmp_path / "cifar-10-batches-bin" / "readme.html").exists()
+    assert len(fetched) == 1 and dataset_info("cifar10", data_root=tmp_path)["needs_download"] is False
+    load_dataset("cifar10", data_root=tmp_path)
+    assert len(fetched) == 1
+
+
+def _idx(shape: tuple[int, ...], values: bytes) -> bytes:
+    """An IDX file as MNIST ships them: 0x08 (unsigned bytes), the number of dimensions, sizes."""
+    header = bytes([0, 0, 0x08, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+    return header + values
+
+
+def test_an_mnist_download_is_read(tmp_path, monkeypatch):
+    """A faked download: each archive becomes its IDX file in torchvision's layout (MNIST/raw)."""
+    from vision_lab.datasets import downloads
+
+    sizes = {"train": 6, "t10k": 4}
+
+    def download_and_extract_archive(url, download_root, filename, md5=None):
+        stem = Path(filename).stem  # e.g. train-images-idx3-ubyte
+        n = sizes[stem.split("-")[0]]
+        content = (_idx((n, 28, 28), bytes(range(n)) * 784) if "images" in stem
+                   else _idx((n,), bytes(i % 10 for i in range(n))))
+        _write(Path(download_root) / stem, content)
+
+    monkeypatch.setattr(downloads, "download_and_extract_archive", download_and_extract_archive)
+    data = load_dataset("mnist", data_root=tmp_path)
+    assert data.train_images.shape == (6, 1, 28, 28) and data.test_images.shape == (4, 1, 28, 28)
+    assert data.train_labels.tolist() == [0, 1, 2, 3, 4, 5]
+    assert dataset_info("mnist", data_root=tmp_path)["needs_download"] is False
 
 
 def test_cifar10_reads_the_binary_version(tmp_path):
@@ -393,9 +541,7 @@ def test_cifar10_reads_the_binary_version(tmp_path):
     folder.mkdir()
     generator = torch.Generator().manual_seed(0)
     for name, n in [(f"data_batch_{i}.bin", 3) for i in range(1, 6)] + [("test_batch.bin", 2)]:
-        records = torch.randint(0, 256, (n, 3073), dtype=torch.uint8, generator=generator)
-        records[:, 0] = torch.arange(n) % 10
-        (folder / name).write_bytes(records.numpy().tobytes())
+        (folder / name).write_bytes(_cifar_batch(n, generator))
     data = load_dataset("cifar10", data_root=tmp_path)
     assert data.train_images.shape == (15, 3, 32, 32) and data.test_images.shape == (2, 3, 32, 32)
     assert data.train_labels.tolist()[:3] == [0, 1, 2] and data.classes[9] == "truck"
@@ -408,7 +554,11 @@ def test_cifar10_reads_the_binary_version(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="no ../shared/data")
 def test_mnist_from_shared_data():
     data = load_dataset("mnist", data_root=SHARED_DATA)
-    assert data.train_images.shape == (17_435, 1, 28, 28) and data.test_images.shape == (10_000, 1, 28, 28)
+    # As many images as the files hold: 60,000 in real MNIST, fewer in a partial copy.
+    with open(SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte", "rb") as f:
+        train_count = int.from_bytes(f.read(8)[4:], "big")
+    assert data.train_images.shape == (train_count, 1, 28, 28)
+    assert data.test_images.shape == (10_000, 1, 28, 28)
     assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
     assert data.channels == 1 and data.image_size == 28
     assert data.classes[0] == "0 - zero" and data.classes[9] == "9 - nine"

@@ -11,13 +11,14 @@ from vision_lab.training import BatchEnd, EpochEnd, RunEnd, Status, TrainConfig,
 
 @pytest.fixture(scope="module")
 def shapes():
-    return load_dataset("shapes", n_train=3000, n_test=600, seed=0)
+    return load_dataset("shapes", n_train=3000, n_test=600, seed=0, val_fraction=0.1)
 
 
 @pytest.fixture(scope="module")
 def tiny(shapes):
     """A few hundred images: enough for loop mechanics, fast enough to run many times."""
-    return load_dataset("shapes", n_train=3000, n_test=600, seed=0, subset_train=256, subset_test=128)
+    return load_dataset("shapes", n_train=3000, n_test=600, seed=0, subset_train=256, subset_test=128,
+                        val_fraction=0.125)
 
 
 def config(tmp_path, **kw):
@@ -58,6 +59,7 @@ def test_cnn_beats_mlp_on_shapes(tmp_path, shapes):
 
 
 def test_events_carry_the_documented_fields(tmp_path, tiny):
+    assert len(tiny.train_images) == 226 and len(tiny.val_images) == 30  # 4 batches of 64 or fewer
     events = list(train(config(tmp_path, model="mlp", epochs=2, batch_size=64), data=tiny))
     batches = [e for e in events if isinstance(e, BatchEnd)]
     epochs = [e for e in events if isinstance(e, EpochEnd)]
@@ -65,7 +67,8 @@ def test_events_carry_the_documented_fields(tmp_path, tiny):
     assert {b.epoch for b in batches} == {1, 2} and all(b.total_steps == 8 for b in batches)
     assert all(b.images_per_sec > 0 and b.lr == 1e-3 for b in batches)
     assert [e.epoch for e in epochs] == [1, 2]
-    assert all(0 <= e.train_acc <= 1 and 0 <= e.test_acc <= 1 for e in epochs)
+    assert all(0 <= e.train_acc <= 1 and 0 <= e.val_acc <= 1 and e.val_loss > 0 for e in epochs)
+    assert not any("test" in key for e in epochs for key in vars(e))  # the test set waits
     assert any(isinstance(e, Status) for e in events)
     end = events[-1]
     assert isinstance(end, RunEnd) and end.reason == "completed"
@@ -94,8 +97,62 @@ def test_early_stopping_fires_and_restores_best(tmp_path, tiny):
     assert end.reason == "early_stopped"
     assert len(end.history) == 3 and end.best_epoch == 1
     ckpt = load_checkpoint(end.checkpoint)
-    restored = training.evaluate(ckpt.model, tiny.test_images, tiny.test_labels, ckpt.preprocessing, 10)
-    assert restored.loss == pytest.approx(end.history[0]["test_loss"], rel=1e-5)
+    restored = training.evaluate(ckpt.model, tiny.val_images, tiny.val_labels, ckpt.preprocessing, 10)
+    assert restored.loss == pytest.approx(end.history[0]["val_loss"], rel=1e-5)
+    tested = training.evaluate(ckpt.model, tiny.test_images, tiny.test_labels, ckpt.preprocessing, 10)
+    assert end.metrics["test_acc"] == pytest.approx(tested.acc)
+    assert ckpt.metadata["metrics"]["kept_epoch"] == 1
+
+
+def test_the_best_epoch_is_chosen_on_validation_and_the_test_set_is_seen_once(tmp_path, tiny,
+                                                                               monkeypatch):
+    # Validation and test disagree on purpose: validation is best at epoch 2, test at epoch 1.
+    losses = {"val": iter([1.0, 0.5, 0.8]), "test": iter([0.1, 0.9, 0.9])}
+    calls = []
+    real_evaluate = training.evaluate
+
+    def evaluate(model, images, labels, *args, **kwargs):
+        split = "val" if images is tiny.val_images else "test" if images is tiny.test_images else "?"
+        calls.append(split)
+        result = real_evaluate(model, images, labels, *args, **kwargs)
+        result.loss = next(losses[split])
+        return result
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    end = run_to_end(config(tmp_path, model="mlp", epochs=3, scheduler="plateau"), data=tiny)
+    assert calls == ["val", "val", "val", "test"]
+    assert end.best_epoch == 2
+    assert [h["val_loss"] for h in end.history] == [1.0, 0.5, 0.8]
+    assert end.metrics["test_loss"] == 0.1  # the one test evaluation, of the kept epoch 2
+
+
+def test_early_stopping_and_plateau_need_a_validation_set(tmp_path, tiny):
+    with pytest.raises(ValueError, match="needs a validation set: set the validation fraction above 0"):
+        TrainConfig(early_stopping_patience=2, val_fraction=0).validate()
+    with pytest.raises(ValueError, match="the plateau scheduler watches the validation loss"):
+        TrainConfig(scheduler="plateau", val_fraction=0).validate()
+    no_val = load_dataset("shapes", subset_train=64, subset_test=32)
+    with pytest.raises(ValueError, match="this data has no validation images"):
+        run_to_end(config(tmp_path, model="mlp", early_stopping_patience=1), data=no_val)
+    # Without them a run keeps its last epoch and says so.
+    end = run_to_end(config(tmp_path, model="mlp", epochs=2, val_fraction=0), data=no_val)
+    assert end.reason == "completed" and end.history[-1]["val_loss"] is None
+    assert "Kept the last epoch (2)" in end.message
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before(tmp_path):
+    # 65 images in batches of 64 would leave one image alone: BatchNorm cannot train on it.
+    data = load_dataset("shapes", subset_train=65, subset_test=20)
+    for model, options in (("mlp", {"batch_norm": True}), ("cnn", {"batch_norm": True})):
+        events = list(train(config(tmp_path, model=model, model_options=options, epochs=1,
+                                   val_fraction=0, out=str(tmp_path / f"{model}.safetensors")),
+                            data=data))
+        assert events[-1].reason == "completed"
+        assert sum(isinstance(e, BatchEnd) for e in events) == 1
+    assert training.batch_bounds(65, 64) == [(0, 65)]
+    assert training.batch_bounds(129, 64) == [(0, 64), (64, 129)]
+    assert training.batch_bounds(66, 64) == [(0, 64), (64, 66)]
+    assert training.batch_bounds(1, 64) == [(0, 1)]
 
 
 @pytest.mark.parametrize("scheduler, options, expected", [
@@ -111,8 +168,8 @@ def test_schedulers_change_lr_per_epoch(tmp_path, tiny, scheduler, options, expe
     assert [h["lr"] for h in end.history] == pytest.approx(expected, abs=1e-12)
 
 
-def test_plateau_scheduler_lowers_lr_when_test_loss_stalls(tmp_path, tiny):
-    # lr so small that the test loss cannot improve by the scheduler's relative threshold (1e-4),
+def test_plateau_scheduler_lowers_lr_when_validation_loss_stalls(tmp_path, tiny):
+    # lr so small that the validation loss cannot improve by the scheduler's relative threshold (1e-4),
     # yet large enough that halving it exceeds ReduceLROnPlateau's eps (1e-8).
     end = run_to_end(config(tmp_path, model="mlp", epochs=3, lr=1e-6, optimizer="sgd",
                             model_options={"dropout": 0.0}, scheduler="plateau",
@@ -132,7 +189,8 @@ def test_stop_ends_within_one_batch_and_keeps_last_epoch(tmp_path, tiny):
     assert len(after_stop) == 1, "no further batch may run once stop is set"
     end = after_stop[0]
     assert isinstance(end, RunEnd) and end.reason == "stopped"
-    assert "kept epoch 1" in end.message
+    assert "kept epoch 1" in end.message and "test set was not evaluated" in end.message
+    assert end.metrics == {}
     ckpt = load_checkpoint(end.checkpoint)
     assert [h["epoch"] for h in ckpt.metadata["history"]] == [1]
 

@@ -14,7 +14,7 @@ import _worker_targets as targets
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_dataset("shapes", n_train=256, n_test=64, seed=0)
+    return load_dataset("shapes", n_train=256, n_test=64, seed=0, val_fraction=0.1)
 
 
 def collect(run: ProcessRun, timeout: float = 120.0) -> list:
@@ -29,14 +29,15 @@ def collect(run: ProcessRun, timeout: float = 120.0) -> list:
 
 def test_a_child_trains_exactly_like_the_main_process(tmp_path, tiny):
     config = dict(model="cnn", epochs=2, batch_size=32, augment="standard", seed=3)
-    here = [e for e in train(TrainConfig(**config, out=str(tmp_path / "here.safetensors")), data=tiny)
-            if isinstance(e, EpochEnd)]
+    here_events = list(train(TrainConfig(**config, out=str(tmp_path / "here.safetensors")), data=tiny))
+    here = [e for e in here_events if isinstance(e, EpochEnd)]
     run = train_in_process(TrainConfig(**config, out=str(tmp_path / "child.safetensors")), tiny)
     items = collect(run)
     child = [e for e in items if isinstance(e, EpochEnd)]
     assert items[-1] is None and isinstance(items[-2], RunEnd) and items[-2].reason == "completed"
     assert [e.train_loss for e in child] == pytest.approx([e.train_loss for e in here], rel=1e-5)
-    assert [e.test_acc for e in child] == [e.test_acc for e in here]
+    assert [e.val_acc for e in child] == [e.val_acc for e in here]
+    assert items[-2].metrics["test_acc"] == here_events[-1].metrics["test_acc"]
     assert items[-2].checkpoint == str(tmp_path / "child.safetensors")
 
 

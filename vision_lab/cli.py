@@ -6,7 +6,10 @@ plain sentence on stderr and exit status 1 (2 for bad arguments), never a traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
+import signal
 import sys
 import threading
 import time
@@ -22,37 +25,87 @@ def _positive_int(s: str) -> int:
     return v
 
 
+# Every TrainConfig field has a flag, so any run (the app's too) can be repeated from the command
+# line: field -> (flag, help). Types and defaults come from TrainConfig itself.
+TRAIN_FLAGS = {
+    "dataset": ("--dataset", "registry name or folder:PATH"),
+    "model": ("--model", "mlp, cnn, lenet, vgg or resnet18"),
+    "epochs": ("--epochs", None),
+    "batch_size": ("--batch-size", None),
+    "lr": ("--lr", "learning rate"),
+    "optimizer": ("--optimizer", "sgd, adam, adamw or rmsprop"),
+    "momentum": ("--momentum", "SGD and RMSprop"),
+    "scheduler": ("--scheduler", "none, step, multistep, exponential, cosine or plateau"),
+    "scheduler_options": ("--scheduler-options", 'JSON, e.g. \'{"step_size": 2, "gamma": 0.5}\''),
+    "augment": ("--augment", "a preset name or a JSON spec list"),
+    "weight_decay": ("--weight-decay", "L2"),
+    "l1": ("--l1", None),
+    "model_options": ("--model-options", 'JSON, e.g. \'{"hidden_sizes": [8, 8]}\''),
+    "pretrained": ("--pretrained", "ImageNet weights (resnet18)"),
+    "freeze_epochs": ("--freeze-epochs", "train only the head for this many epochs"),
+    "unfreeze_lr": ("--unfreeze-lr", "lr after unfreezing (default lr / 10)"),
+    "early_stopping_patience": ("--early-stopping", "patience in epochs (0: off)"),
+    "early_stopping_min_delta": ("--early-stopping-min-delta", None),
+    "restore_best": ("--no-restore-best", "keep the last epoch, not the best one"),
+    "permute_pixels": ("--permute-pixels", "shuffle every image's pixels the same way"),
+    "permutation_seed": ("--permutation-seed", None),
+    "image_size": ("--image-size", "resize images to this (default: the dataset's own size)"),
+    "subset_train": ("--subset-train", "use this many training images (validation included)"),
+    "subset_test": ("--subset-test", None),
+    "val_fraction": ("--val-fraction", "of the training images, held out for validation (default 0.1)"),
+    "data_seed": ("--data-seed", "picks the subsets and the validation images"),
+    "seed": ("--seed", "initial weights, batch order and augmentation"),
+    "device": ("--device", "auto, cpu, cuda or mps"),
+    "data_root": ("--data-root", "where datasets are downloaded (default $VISION_LAB_DATA or ./data)"),
+    "out": ("--out", "checkpoint path (default checkpoints/runs/…)"),
+}
+_JSON_FIELDS = {"scheduler_options", "model_options"}
+_POSITIVE_FIELDS = {"image_size", "subset_train", "subset_test"}
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    types = {"int": int, "float": float, "int | None": int, "float | None": float}
+    for f in dataclasses.fields(TrainConfig):
+        flag, help_text = TRAIN_FLAGS[f.name]
+        default = TrainConfig().to_dict()[f.name]
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, help=help_text,
+                                action="store_false" if default else "store_true")
+        elif f.name in _JSON_FIELDS:
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=default, help=help_text)
+        elif f.name in _POSITIVE_FIELDS:
+            parser.add_argument(flag, dest=f.name, type=_positive_int, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=types.get(f.type, str), default=default,
+                                help=help_text)
+
+
+def command_for(config) -> str:
+    """The command line that trains `config` again: every option that differs from the defaults,
+    and the seed always (it is part of what a reader should see)."""
+    defaults = type(config)().to_dict()
+    words = ["python", "-m", "vision_lab", "train"]
+    for name, value in config.to_dict().items():
+        flag = TRAIN_FLAGS[name][0]
+        if name == "out" or (value == defaults[name] and name != "seed"):
+            continue
+        if isinstance(value, bool):
+            words.append(flag)
+        elif isinstance(value, (dict, list)):
+            words += [flag, json.dumps(value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vision_lab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and save a checkpoint")
-    t.add_argument("--dataset", default="shapes", help="registry name or folder:PATH (default shapes)")
-    t.add_argument("--model", default="cnn")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--optimizer", default="adam", help="sgd, adam, adamw or rmsprop")
-    t.add_argument("--scheduler", default="none",
-                   help="none, step, multistep, exponential, cosine or plateau")
-    t.add_argument("--scheduler-options", type=json.loads, default={},
-                   help='JSON, e.g. \'{"step_size": 2, "gamma": 0.5}\'')
-    t.add_argument("--augment", default="none", help="a preset name or a JSON spec list")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--l1", type=float, default=0.0)
-    t.add_argument("--model-options", type=json.loads, default={},
-                   help='JSON, e.g. \'{"hidden_sizes": [8, 8]}\'')
-    t.add_argument("--pretrained", action="store_true")
-    t.add_argument("--freeze-epochs", type=int, default=0)
-    t.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE")
-    t.add_argument("--permute-pixels", action="store_true")
-    t.add_argument("--image-size", type=_positive_int, default=None)
-    t.add_argument("--subset-train", type=_positive_int, default=None)
-    t.add_argument("--subset-test", type=_positive_int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--data-root", default=None)
-    t.add_argument("--out", default=None, help="checkpoint path (default checkpoints/runs/…)")
+    _add_train_flags(t)
     t.add_argument("--json", action="store_true")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test split")
@@ -82,18 +135,10 @@ def _emit(obj: dict) -> None:
 def _config_from_args(args):
     from .training import TrainConfig
 
-    return TrainConfig(**{
-        "dataset": args.dataset, "model": args.model, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        "scheduler": args.scheduler, "scheduler_options": args.scheduler_options,
-        "weight_decay": args.weight_decay, "l1": args.l1, "model_options": args.model_options,
-        "pretrained": args.pretrained, "freeze_epochs": args.freeze_epochs,
-        "early_stopping_patience": args.early_stopping, "permute_pixels": args.permute_pixels,
-        "image_size": args.image_size, "subset_train": args.subset_train,
-        "subset_test": args.subset_test, "seed": args.seed, "device": args.device,
-        "data_root": args.data_root, "out": args.out,
-        "augment": json.loads(args.augment) if args.augment.lstrip().startswith("[") else args.augment,
-    })
+    values = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    if isinstance(values["augment"], str) and values["augment"].lstrip().startswith("["):
+        values["augment"] = json.loads(values["augment"])
+    return TrainConfig(**values)
 
 
 class ProgressBar:
@@ -111,14 +156,41 @@ class ProgressBar:
         frac = ev.step / ev.total_steps
         eta = (now - self.t0) / frac * (1 - frac)
         bar = "#" * int(frac * 24)
-        acc = f" test acc {self.acc:.1%}" if self.acc is not None else ""
+        acc = f" val acc {self.acc:.1%}" if self.acc is not None else ""
         self.stream.write(f"\r[{bar:<24}] {frac:4.0%} epoch {ev.epoch} loss {ev.loss:.3f}{acc} "
                           f"{ev.images_per_sec:,.0f} img/s ETA {eta:4.0f}s ")
         self.stream.flush()
 
+    def epoch(self, ev) -> None:
+        self.acc = ev.val_acc
+        val = (f"val loss {ev.val_loss:.4f} acc {ev.val_acc:.2%}" if ev.val_loss is not None
+               else "no validation set")
+        self.line(f"epoch {ev.epoch}: train loss {ev.train_loss:.4f} acc {ev.train_acc:.2%} | {val} | "
+                  f"lr {ev.lr:.2g} | {ev.seconds:.1f}s")
+
     def line(self, text: str) -> None:
         self.stream.write("\r" + text.ljust(100) + "\n")
         self.stream.flush()
+
+
+def _stop_on_ctrl_c(stop: threading.Event, bar: "ProgressBar | None") -> None:
+    """The first Ctrl-C asks the run to stop after the current batch (it keeps its last finished
+    epoch and says so); a second one quits at once. A KeyboardInterrupt raised inside the training
+    generator would end it with no message instead."""
+    def first_press(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if bar is not None:
+            bar.line("Stopping after this batch … (Ctrl-C again to quit at once)")
+
+    signal.signal(signal.SIGINT, first_press)
+
+
+def _done_line(d: dict) -> dict:
+    """The `done` event as documented (the app's extras, like most_confused, left out)."""
+    d = {k: d[k] for k in ("event", "reason", "message", "best_epoch", "checkpoint", "metrics", "history")}
+    d["metrics"] = {k: v for k, v in d["metrics"].items() if k != "most_confused"}
+    return d
 
 
 def cmd_train(args) -> int:
@@ -129,42 +201,28 @@ def cmd_train(args) -> int:
     config = _config_from_args(args)
     stop = threading.Event()
     bar = None if args.json else ProgressBar()
+    _stop_on_ctrl_c(stop, bar)
     end = None
-    events = train(config, stop=stop)
-    try:
-        for ev in events:
-            if args.json:
-                d = event_to_dict(ev)
-                if isinstance(ev, RunEnd):
-                    d = {k: d[k] for k in ("event", "reason", "message", "best_epoch", "checkpoint",
-                                           "metrics", "history")}
-                    d["metrics"].pop("most_confused", None)
-                _emit(d)
-            elif isinstance(ev, BatchEnd):
-                bar.batch(ev)
-            elif isinstance(ev, EpochEnd):
-                bar.acc = ev.test_acc
-                bar.line(f"epoch {ev.epoch}: train loss {ev.train_loss:.4f} acc {ev.train_acc:.2%} | "
-                         f"test loss {ev.test_loss:.4f} acc {ev.test_acc:.2%} | lr {ev.lr:.2g} | "
-                         f"{ev.seconds:.1f}s")
-            elif isinstance(ev, Status):
-                bar.line(ev.message)
-            if isinstance(ev, RunEnd):
-                end = ev
-    except KeyboardInterrupt:
-        # Ctrl-C: ask the loop to stop at the next batch, and let it report what it kept.
-        stop.set()
-        for ev in events:
-            if isinstance(ev, RunEnd):
-                end = ev
-                if args.json:
-                    _emit({"event": "done", "reason": ev.reason, "message": ev.message,
-                           "checkpoint": ev.checkpoint})
-    if end and not args.json:
+    for ev in train(config, stop=stop):
+        if args.json:
+            _emit(_done_line(event_to_dict(ev)) if isinstance(ev, RunEnd) else event_to_dict(ev))
+        elif isinstance(ev, BatchEnd):
+            bar.batch(ev)
+        elif isinstance(ev, EpochEnd):
+            bar.epoch(ev)
+        elif isinstance(ev, Status):
+            bar.line(ev.message)
+        if isinstance(ev, RunEnd):
+            end = ev
+    if not args.json:
         bar.line(end.message)
+        if end.metrics.get("test_acc") is not None:
+            bar.line(f"test accuracy {end.metrics['test_acc']:.2%} (test loss "
+                     f"{end.metrics['test_loss']:.4f}), measured once on the kept model")
         if end.checkpoint:
             bar.line(f"checkpoint: {end.checkpoint}")
-    return 0 if end and end.reason in ("completed", "early_stopped", "stopped") else 1
+    # 130 is what shells report for a program ended by Ctrl-C.
+    return {"completed": 0, "early_stopped": 0, "stopped": 130}.get(end.reason, 1)
 
 
 # ---- evaluate / predict / list ------------------------------------------------------------------
@@ -257,3 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -4,6 +4,11 @@
 epoch, `Status` messages, and finally a `RunEnd`. Consumers render; they never re-implement the loop.
 Data stays in memory as uint8 tensors and is augmented several batches at a time (see transforms.py
 and `training_batches`).
+
+Three splits, as the course teaches them (datasets.ImageData): the model learns from the training
+images; every choice made while training — the best epoch to keep, early stopping, the plateau
+scheduler — looks at the validation images, held out from the training data; the test set is
+evaluated once, at the end, on the model that is kept, so its figure is an honest estimate.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoints import default_checkpoint_dir, save_checkpoint
-from .datasets import ImageData, load_dataset
+from .datasets import FOLDER_PREFIX, ImageData, load_dataset
 from .models import count_parameters, create_model, freeze_backbone, unfreeze_all
 from .preprocessing import Preprocessing
 from .transforms import BatchAugmenter, preset, validate_spec
@@ -41,8 +46,10 @@ SCHEDULER_DEFAULTS = {
 class TrainConfig:
     dataset: str = "shapes"
     data_root: str | None = None
-    subset_train: int | None = None
+    subset_train: int | None = None      # None: all training images (the validation set included)
     subset_test: int | None = None
+    val_fraction: float = 0.1            # of the training images, held out for validation
+    data_seed: int = 0                   # picks the subsets and the validation images
     image_size: int | None = None        # None: the dataset's own size
     model: str = "cnn"
     model_options: dict = field(default_factory=dict)
@@ -58,13 +65,13 @@ class TrainConfig:
     scheduler_options: dict = field(default_factory=dict)
     early_stopping_patience: int = 0     # 0: off
     early_stopping_min_delta: float = 0.0
-    restore_best: bool = True
+    restore_best: bool = True            # keep the epoch with the lowest validation loss
     freeze_epochs: int = 0               # pretrained only: train just the head for this many epochs
     unfreeze_lr: float | None = None     # lr after unfreezing; None: lr / 10
     permute_pixels: bool = False
     permutation_seed: int = 0
     augment: str | list = "none"         # a preset name or a spec (list of ops)
-    seed: int = 0
+    seed: int = 0                        # the model's initial weights, batch order, augmentation
     device: str = "auto"
     out: str | None = None               # checkpoint path; None: a new file under checkpoints/runs/
 
@@ -111,6 +118,12 @@ class TrainConfig:
                 raise ValueError(f"{name} cannot be negative, got {getattr(self, name)}.")
         if self.early_stopping_patience < 0:
             raise ValueError("early stopping patience cannot be negative (0 turns it off).")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction <= 0.5):
+            raise ValueError(f"the validation fraction must be between 0 and 0.5, got {self.val_fraction}.")
+        if self.val_fraction == 0 and (self.early_stopping_patience or self.scheduler == "plateau"):
+            what = "early stopping" if self.early_stopping_patience else "the plateau scheduler"
+            raise ValueError(f"{what} watches the validation loss, so it needs a validation set: "
+                             f"set the validation fraction above 0 (e.g. 0.1).")
         if self.scheduler == "multistep":
             late = [m for m in self.scheduler_params()["milestones"] if m >= self.epochs]
             if late:
@@ -126,6 +139,23 @@ class TrainConfig:
                                  f"epochs ({self.epochs}) so the unfrozen model trains too.")
         if isinstance(self.augment, list):
             validate_spec(self.augment)
+
+
+def load_data(config: TrainConfig) -> ImageData:
+    """The data a config trains on. The app, the CLI and the tests all build it here, so one
+    config gives one result everywhere (the app keeps a few in memory, keyed by `data_key`)."""
+    folder = config.dataset.startswith(FOLDER_PREFIX)
+    return load_dataset(config.dataset, data_root=config.data_root, subset_train=config.subset_train,
+                        subset_test=config.subset_test, seed=config.data_seed,
+                        val_fraction=config.val_fraction,
+                        image_size=config.image_size if folder else None)
+
+
+def data_key(config: TrainConfig) -> tuple:
+    """What `load_data` depends on: two configs with the same key train on the same images."""
+    return (config.dataset, config.data_root, config.subset_train, config.subset_test,
+            config.val_fraction, config.data_seed,
+            config.image_size if config.dataset.startswith(FOLDER_PREFIX) else None)
 
 
 # ---- events -------------------------------------------------------------------------------------
@@ -146,8 +176,8 @@ class EpochEnd:
     epoch: int
     train_loss: float
     train_acc: float
-    test_loss: float
-    test_acc: float
+    val_loss: float | None  # None without a validation set (val_fraction 0)
+    val_acc: float | None
     lr: float
     seconds: float
     event: str = "epoch"
@@ -163,10 +193,12 @@ class Status:
 class RunEnd:
     reason: str              # completed | early_stopped | stopped | diverged | failed
     message: str
-    best_epoch: int | None
+    best_epoch: int | None   # lowest validation loss
     history: list[dict]
     checkpoint: str | None   # path of the saved checkpoint (None if no epoch completed)
-    metrics: dict            # final evaluation: test_loss, test_acc, per_class_acc, confusion
+    # The test set, evaluated once on the kept model: test_loss, test_acc, per_class_acc,
+    # confusion (and most_confused). Empty when the run did not reach its end.
+    metrics: dict
     event: str = "done"
 
 
@@ -230,7 +262,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       most_confused=most_confused)
 
 
-# ---- the loop -----------------------------------------------------------------------------------
+# ---- the pieces of a run ------------------------------------------------------------------------
 
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
@@ -258,7 +290,7 @@ def make_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimi
 
 
 def make_scheduler(config: TrainConfig, optimizer, epochs: int):
-    """Every scheduler steps once per epoch; `plateau` watches the test loss."""
+    """Every scheduler steps once per epoch; `plateau` watches the validation loss."""
     p = config.scheduler_params()
     s = torch.optim.lr_scheduler
     if config.scheduler == "step":
@@ -277,7 +309,7 @@ def make_scheduler(config: TrainConfig, optimizer, epochs: int):
 def default_run_path(config: TrainConfig, folder=None) -> Path:
     """A new file name for a run: <folder>/<model>_<dataset>_<time>.safetensors, where folder
     defaults to <checkpoints>/runs."""
-    dataset = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(config.dataset.removeprefix("folder:")).stem)
+    dataset = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(config.dataset.removeprefix(FOLDER_PREFIX)).stem)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(folder) if folder is not None else default_checkpoint_dir() / "runs"
     base = folder / f"{config.model}_{dataset}_{stamp}"
@@ -315,28 +347,219 @@ def augment_chunk_size(batch_size: int, channels: int, image_size: int,
     return batch_size * max(1, max_bytes // batch_bytes)
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of an epoch of n images. A last batch of one image joins the
+    batch before it: BatchNorm cannot compute a batch's spread from a single image."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def training_batches(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int,
                      chunk_size: int, augment: BatchAugmenter, prep: Preprocessing,
                      generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches in `order`: augmented, normalised, ready for the model.
 
-    A chunk of `chunk_size` images (a multiple of `batch_size`) is augmented at once; every image
-    still gets its own random parameters, drawn from `generator`, so a given generator state
-    always gives the same batches. (ColorJitter's order of adjustments, drawn once per
-    BatchAugmenter call, is shared by a chunk instead of a batch; see BatchAugmenter.)
+    A chunk of about `chunk_size` images (whole batches) is augmented at once; every image still
+    gets its own random parameters, drawn from `generator`, so a given generator state always
+    gives the same batches. (ColorJitter's order of adjustments, drawn once per BatchAugmenter
+    call, is shared by a chunk instead of a batch; see BatchAugmenter.)
     """
-    for chunk_start in range(0, len(order), chunk_size):
-        idx = order[chunk_start:chunk_start + chunk_size]
+    bounds = batch_bounds(len(order), batch_size)
+    per_chunk = max(1, chunk_size // batch_size)
+    for first in range(0, len(bounds), per_chunk):
+        chunk = bounds[first:first + per_chunk]
+        offset = chunk[0][0]
+        idx = order[offset:chunk[-1][1]]
         # index_select copies whole images; images[idx] would gather element by element (~10x slower).
         x = prep.normalize_pixels_(augment.pixels(images.index_select(0, idx), generator))
         y = labels.index_select(0, idx)
-        for start in range(0, len(idx), batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
+        for start, end in chunk:
+            yield x[start - offset:end - offset], y[start - offset:end - offset]
 
 
 def _current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
+
+class _EndEarly(Exception):
+    """A run ends before its last epoch: stopped or diverged (reason, message)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass
+class _Run:
+    """What one training run works with, and what it has kept so far."""
+    config: TrainConfig
+    data: ImageData
+    device: torch.device
+    prep: Preprocessing
+    augment: BatchAugmenter
+    model: torch.nn.Module
+    batch_size: int
+    out: Path
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: object = None
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_loss: float = math.inf
+    best_state: dict | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(batch_bounds(len(self.data.train_images), self.batch_size))
+
+    def save(self, metrics: dict) -> None:
+        self.checkpoint = save_checkpoint(self.out, self.model, checkpoint_metadata(
+            self.config, self.data, self.prep, self.history, metrics))
+
+
+def _set_up(config: TrainConfig, data: ImageData) -> Iterator[Status]:
+    """Build the model, its preprocessing and optimizer; yields what it says, returns a _Run."""
+    n_train = len(data.train_images)
+    if n_train < 2:
+        raise ValueError(f"{data.name} has {n_train} training image(s); training needs at least 2.")
+    if not data.has_validation and (config.early_stopping_patience or config.scheduler == "plateau"):
+        raise ValueError("Early stopping and the plateau scheduler watch the validation loss, but "
+                         "this data has no validation images.")
+    device = pick_device(config.device)
+    image_size = config.image_size or data.image_size
+    prep = Preprocessing(channels=data.channels, image_size=image_size, mean=tuple(data.mean),
+                         std=tuple(data.std),
+                         permutation_seed=config.permutation_seed if config.permute_pixels else None)
+    model = create_model(config.model, num_classes=len(data.classes), in_channels=data.channels,
+                         image_size=image_size, pretrained=config.pretrained, **config.model_options)
+    model.to(device)
+    if device.type in ("cpu", "cuda") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        # Convolutions in channels-last layout train ~1.3x and evaluate ~2x faster on CPU
+        # (benchmarks/floor.py); inputs need no conversion, a conv follows its weight's layout.
+        model.to(memory_format=torch.channels_last)
+    run = _Run(config, data, device, prep, BatchAugmenter(config.augment_spec(data.image_size), data.image_size),
+               model, batch_size=min(config.batch_size, n_train),
+               out=Path(config.out) if config.out else default_run_path(config))
+    n_val = len(data.val_images) if data.has_validation else 0
+    yield Status(f"{config.model}: {count_parameters(model):,} parameters; {data.name}: "
+                 f"{n_train:,} training / {n_val:,} validation / {len(data.test_images):,} test "
+                 f"images, {len(data.classes)} classes; device {device.type}.")
+    if run.batch_size < config.batch_size:
+        yield Status(f"Batch size lowered to {run.batch_size}, the size of the training set.")
+    if config.freeze_epochs:
+        freeze_backbone(model)
+        yield Status(f"Backbone frozen: training only the classifier head for "
+                     f"{config.freeze_epochs} epoch(s).")
+    run.optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad], config.lr)
+    run.scheduler = make_scheduler(config, run.optimizer, config.epochs)
+    return run
+
+
+def _unfreeze_if_due(run: _Run, epoch: int) -> Iterator[Status]:
+    """The second half of freeze-then-unfreeze: everything trains, at a lower learning rate."""
+    config = run.config
+    if config.freeze_epochs and epoch == config.freeze_epochs + 1:
+        unfreeze_all(run.model)
+        lr = config.unfreeze_lr or config.lr / 10
+        run.optimizer = make_optimizer(config, run.model.parameters(), lr)
+        run.scheduler = make_scheduler(config, run.optimizer, config.epochs - config.freeze_epochs)
+        yield Status(f"Backbone unfrozen, lr → {lr:g}")
+
+
+def _train_one_epoch(run: _Run, epoch: int, order_gen: torch.Generator, augment_gen: torch.Generator,
+                     stop: threading.Event) -> Iterator[BatchEnd]:
+    """One pass over the training images, a BatchEnd per step; returns (mean loss, accuracy)."""
+    config, data, model = run.config, run.data, run.model
+    model.train()
+    t0 = time.perf_counter()
+    order = torch.randperm(len(data.train_images), generator=order_gen)
+    chunk = augment_chunk_size(run.batch_size, data.channels, max(data.image_size, run.prep.image_size))
+    loss_sum, correct, seen = 0.0, 0, 0
+    total_steps = run.steps_per_epoch * config.epochs
+    for x, y in training_batches(data.train_images, data.train_labels, order, run.batch_size, chunk,
+                                 run.augment, run.prep, augment_gen):
+        if stop.is_set():
+            raise _EndEarly("stopped", _stopped_message(run.history))
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if config.l1:
+            loss = loss + config.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
+        loss_value = loss.item()
+        run.step += 1
+        if not math.isfinite(loss_value):
+            lr = _current_lr(run.optimizer)
+            raise _EndEarly("diverged", f"The loss became {loss_value} at step {run.step} (epoch "
+                                        f"{epoch}): training diverged. Try a lower learning rate "
+                                        f"than {lr:g}, e.g. {lr / 10:g}.")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss_value * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        yield BatchEnd(step=run.step, epoch=epoch, loss=loss_value, lr=_current_lr(run.optimizer),
+                       images_per_sec=seen / max(time.perf_counter() - t0, 1e-9),
+                       total_steps=total_steps)
+    return loss_sum / seen, correct / seen
+
+
+def _validate(run: _Run, stop: threading.Event) -> EvalResult | None:
+    """The validation images (None without any); a Stop meanwhile ends the run."""
+    if not run.data.has_validation:
+        return None
+    result = evaluate(run.model, run.data.val_images, run.data.val_labels, run.prep,
+                      len(run.data.classes), device=run.device, stop=stop, worst_k=0)
+    if result is None:
+        raise _EndEarly("stopped", _stopped_message(run.history))
+    return result
+
+
+def _end_epoch(run: _Run, record: dict) -> None:
+    """Remember the epoch, keep the best weights, save a checkpoint, step the scheduler."""
+    config = run.config
+    run.history.append(record)
+    val_loss = record["val_loss"]
+    if val_loss is None or val_loss < run.best_loss - config.early_stopping_min_delta:
+        run.best_epoch, run.best_loss = record["epoch"], math.inf if val_loss is None else val_loss
+        if config.restore_best and val_loss is not None:
+            run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    # Every completed epoch is on disk, so a stop or a crash keeps it.
+    run.save({"val_loss": val_loss, "val_acc": record["val_acc"]})
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.scheduler.step(val_loss)
+    elif run.scheduler is not None:
+        run.scheduler.step()
+
+
+def _test_once(run: _Run, reason: str, message: str) -> RunEnd:
+    """The end of a run that reached it: keep the best epoch (if asked), then look at the test
+    set, once, and save the kept model with those figures."""
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    kept = run.best_epoch if run.best_state is not None else run.history[-1]["epoch"]
+    result = evaluate(run.model, run.data.test_images, run.data.test_labels, run.prep,
+                      len(run.data.classes), device=run.device)
+    metrics = result.to_dict()
+    run.save({**metrics, "kept_epoch": kept})
+    message += (f" Kept epoch {kept} (lowest validation loss)" if run.best_state is not None
+                else f" Kept the last epoch ({kept})") + "; test set evaluated once, on it."
+    return RunEnd(reason=reason, message=message, best_epoch=run.best_epoch, history=run.history,
+                  checkpoint=str(run.checkpoint), metrics={**metrics, "most_confused": result.most_confused})
+
+
+def _kept_as_saved(run: _Run | None, reason: str, message: str) -> RunEnd:
+    """The end of a run that stopped early: its checkpoint is the last completed epoch's, exactly
+    as written (never half-trained weights), and the test set is not looked at."""
+    return RunEnd(reason=reason, message=message, best_epoch=run.best_epoch if run else None,
+                  history=run.history if run else [],
+                  checkpoint=str(run.checkpoint) if run and run.checkpoint else None, metrics={})
+
+
+# ---- the loop -----------------------------------------------------------------------------------
 
 def train(config: TrainConfig, stop: threading.Event | None = None,
           data: ImageData | None = None) -> Iterator:
@@ -347,165 +570,38 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
     config.validate()
     stop = stop or threading.Event()
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-
     if data is None:
         yield Status(f"Loading dataset {config.dataset} …")
-        data = load_dataset(config.dataset, data_root=config.data_root, subset_train=config.subset_train,
-                            subset_test=config.subset_test, seed=config.seed,
-                            **({"image_size": config.image_size} if config.dataset.startswith("folder:")
-                               and config.image_size else {}))
+        data = load_data(config)
         for m in data.messages:
             yield Status(m)
-    image_size = config.image_size or data.image_size
-    prep = Preprocessing(channels=data.channels, image_size=image_size, mean=tuple(data.mean),
-                         std=tuple(data.std),
-                         permutation_seed=config.permutation_seed if config.permute_pixels else None)
-    augment = BatchAugmenter(config.augment_spec(data.image_size), data.image_size)
-
-    model = create_model(config.model, num_classes=len(data.classes), in_channels=data.channels,
-                         image_size=image_size, pretrained=config.pretrained, **config.model_options)
-    model.to(device)
-    if device.type in ("cpu", "cuda") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        # Convolutions in channels-last layout train ~1.3x and evaluate ~2x faster on CPU
-        # (benchmarks/floor.py); inputs need no conversion, a conv follows its weight's layout.
-        model.to(memory_format=torch.channels_last)
-    n_train = len(data.train_images)
-    batch_size = min(config.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    chunk_size = augment_chunk_size(batch_size, data.channels, max(data.image_size, image_size))
-    total_steps = steps_per_epoch * config.epochs
-    yield Status(f"{config.model}: {count_parameters(model):,} parameters; {data.name}: "
-                 f"{n_train:,} training / {len(data.test_images):,} test images, "
-                 f"{len(data.classes)} classes; device {device.type}.")
-    if batch_size < config.batch_size:
-        yield Status(f"Batch size lowered to {batch_size}, the size of the training set.")
-
-    lr = config.lr
-    if config.freeze_epochs:
-        freeze_backbone(model)
-        yield Status(f"Backbone frozen: training only the classifier head for "
-                     f"{config.freeze_epochs} epoch(s).")
-    optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad], lr)
-    scheduler = make_scheduler(config, optimizer, config.epochs)
-
-    out = Path(config.out) if config.out else default_run_path(config)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    aug_gen = torch.Generator().manual_seed(config.seed + 1)
-    history: list[dict] = []
-    best = {"epoch": None, "loss": math.inf, "state": None}
-    checkpoint = None
-    step = 0
-
-    def finish(reason: str, message: str):
-        """End the run. Only a run that reached its end re-saves: a stopped, diverged or failed
-        (out of memory) one keeps the checkpoint of its last completed epoch exactly as written
-        (never half-trained weights)."""
-        nonlocal checkpoint
-        metrics = {}
-        if history and reason in ("completed", "early_stopped"):
-            if best["state"] is not None and config.restore_best:
-                model.load_state_dict(best["state"])
-            result = evaluate(model, data.test_images, data.test_labels, prep, len(data.classes),
-                              device=device)
-            metrics = result.to_dict()
-            checkpoint = save_checkpoint(out, model, checkpoint_metadata(config, data, prep, history, metrics))
-            metrics["most_confused"] = result.most_confused
-        elif history:
-            metrics = {"test_loss": history[-1]["test_loss"], "test_acc": history[-1]["test_acc"]}
-        return RunEnd(reason=reason, message=message, best_epoch=best["epoch"], history=history,
-                      checkpoint=str(checkpoint) if checkpoint else None, metrics=metrics)
-
-    for epoch in range(1, config.epochs + 1):
-        if config.freeze_epochs and epoch == config.freeze_epochs + 1:
-            unfreeze_all(model)
-            lr = config.unfreeze_lr or config.lr / 10
-            optimizer = make_optimizer(config, model.parameters(), lr)
-            scheduler = make_scheduler(config, optimizer, config.epochs - config.freeze_epochs)
-            yield Status(f"Backbone unfrozen, lr → {lr:g}")
-
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n_train, generator=shuffle)
-        batches = training_batches(data.train_images, data.train_labels, order, batch_size, chunk_size,
-                                   augment, prep, aug_gen)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for _ in range(steps_per_epoch):
-            if stop.is_set():
-                yield finish("stopped", _stopped_message(history, checkpoint))
+    run = None
+    try:
+        run = yield from _set_up(config, data)
+        order_gen = torch.Generator().manual_seed(config.seed)
+        augment_gen = torch.Generator().manual_seed(config.seed + 1)
+        for epoch in range(1, config.epochs + 1):
+            yield from _unfreeze_if_due(run, epoch)
+            t0 = time.perf_counter()
+            train_loss, train_acc = yield from _train_one_epoch(run, epoch, order_gen, augment_gen, stop)
+            val = _validate(run, stop)
+            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                      "val_loss": val.loss if val else None, "val_acc": val.acc if val else None,
+                      "lr": _current_lr(run.optimizer), "seconds": time.perf_counter() - t0}
+            _end_epoch(run, record)
+            yield EpochEnd(**record)
+            if config.early_stopping_patience and epoch - run.best_epoch >= config.early_stopping_patience:
+                yield _test_once(run, "early_stopped",
+                                 f"Early stopping: the validation loss has not improved for "
+                                 f"{config.early_stopping_patience} epoch(s).")
                 return
-            try:
-                x, y = next(batches)
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                if config.l1:
-                    loss = loss + config.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
-                loss_value = loss.item()
-                if math.isfinite(loss_value):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-            except RuntimeError as error:
-                if not is_out_of_memory(error):
-                    raise
-                loss_value = None
-            if loss_value is None:
-                yield finish("failed", _out_of_memory_message(batch_size, device))
-                return
-            step += 1
-            if not math.isfinite(loss_value):
-                yield finish("diverged", f"The loss became {loss_value} at step {step} (epoch {epoch}): "
-                                         f"training diverged. Try a lower learning rate than {lr:g}, "
-                                         f"e.g. {lr / 10:g}.")
-                return
-            loss_sum += loss_value * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            yield BatchEnd(step=step, epoch=epoch, loss=loss_value, lr=_current_lr(optimizer),
-                           images_per_sec=seen / max(time.perf_counter() - t0, 1e-9),
-                           total_steps=total_steps)
-
-        try:
-            result = evaluate(model, data.test_images, data.test_labels, prep, len(data.classes),
-                              device=device, stop=stop, worst_k=0)
-        except RuntimeError as error:
-            if not is_out_of_memory(error):
-                raise
-            result = False
-        if result is False:
-            yield finish("failed", _out_of_memory_message(batch_size, device))
-            return
-        if result is None:
-            yield finish("stopped", _stopped_message(history, checkpoint))
-            return
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "test_loss": result.loss, "test_acc": result.acc, "lr": _current_lr(optimizer),
-                  "seconds": time.perf_counter() - t0}
-        history.append(record)
-        if result.loss < best["loss"] - config.early_stopping_min_delta:
-            best.update(epoch=epoch, loss=result.loss,
-                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        # Every completed epoch is on disk, so a stop or a crash keeps it.
-        checkpoint = save_checkpoint(out, model, checkpoint_metadata(
-            config, data, prep, history, {"test_loss": result.loss, "test_acc": result.acc}))
-
-        if scheduler is not None:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(result.loss)
-            else:
-                scheduler.step()
-        yield EpochEnd(**{k: record[k] for k in ("epoch", "train_loss", "train_acc", "test_loss",
-                                                 "test_acc", "lr", "seconds")})
-
-        if config.early_stopping_patience and epoch - (best["epoch"] or 0) >= config.early_stopping_patience:
-            yield finish("early_stopped",
-                         f"Early stopping: test loss has not improved for "
-                         f"{config.early_stopping_patience} epoch(s); best was epoch {best['epoch']}.")
-            return
-
-    yield finish("completed", f"Finished {config.epochs} epoch(s).")
+        yield _test_once(run, "completed", f"Finished {config.epochs} epoch(s).")
+    except _EndEarly as end:
+        yield _kept_as_saved(run, end.reason, end.message)
+    except RuntimeError as error:
+        if run is None or not is_out_of_memory(error):
+            raise
+        yield _kept_as_saved(run, "failed", _out_of_memory_message(run.batch_size, run.device))
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -523,10 +619,11 @@ def _out_of_memory_message(batch_size: int, device: torch.device) -> str:
             f"image size.")
 
 
-def _stopped_message(history: list[dict], checkpoint) -> str:
+def _stopped_message(history: list[dict]) -> str:
     if not history:
         return "Stopped before the first epoch finished; nothing was saved."
-    return f"Stopped; kept epoch {history[-1]['epoch']}, the last one that finished."
+    return (f"Stopped; kept epoch {history[-1]['epoch']}, the last one that finished. The test set "
+            f"was not evaluated: a run is tested once, when it reaches its end.")
 
 
 def run_to_end(config: TrainConfig, **kwargs) -> RunEnd:

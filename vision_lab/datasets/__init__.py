@@ -19,11 +19,13 @@ from typing import Any, Callable
 import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
-from .base import DatasetUnavailable, ImageData  # noqa: F401 (DatasetUnavailable: public)
+from .base import DatasetUnavailable, ImageData, channel_stats, split_per_class
 from .downloads import CIFAR_CLASSES, cifar_present, idx_present, load_cifar10, load_idx
-from .folders import (DEFAULT_FOLDER_IMAGE_SIZE, FOLDER_OPTIONS, FOLDER_PREFIX, folder_info,
-                      load_folder)
-from .shapes import SHAPES, SHAPES_SIZE, load_shapes
+from .folders import FOLDER_OPTIONS, FOLDER_PREFIX, folder_info, load_folder
+from .shapes import SHAPES, SHAPES_SIZE, generated_sizes, load_shapes
+
+__all__ = ["DEFAULT_DATASET", "FOLDER_PREFIX", "DatasetUnavailable", "ImageData", "dataset_info",
+           "list_datasets", "load_dataset", "resolve_data_root", "sample_grid"]
 
 DEFAULT_DATASET = "shapes"
 
@@ -44,9 +46,8 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
 def dataset_info(name: str, data_root: str | os.PathLike | None = None) -> dict:
     """What a dataset holds, without loading its images.
 
-    For folder datasets only file names are scanned, so `channels` is None
-    (it is known once the images are decoded) and `image_size` is the default
-    size images are resized to.
+    For folder datasets only file names are scanned, so `channels` and `image_size` are None
+    (both are known once the images are read).
     """
     if name.startswith(FOLDER_PREFIX):
         return folder_info(name[len(FOLDER_PREFIX):])
@@ -64,24 +65,32 @@ def dataset_info(name: str, data_root: str | os.PathLike | None = None) -> dict:
 def load_dataset(name: str, data_root: str | os.PathLike | None = None,
                  subset_train: int | None = None, subset_test: int | None = None,
                  subset_mode: str = "random", seed: int = 0, image_size: int | None = None,
-                 **options: Any) -> ImageData:
-    """Load a dataset into memory, optionally keeping only a subset of each split.
+                 val_fraction: float = 0.0, **options: Any) -> ImageData:
+    """Load a dataset into memory, optionally keeping only a subset of each split, and hold out
+    `val_fraction` of the training images as a validation set.
 
-    subset_mode "first" keeps the first N images of a split, "random" a random
-    N chosen with `seed`. `image_size` applies to folder datasets only; the
-    built-in ones keep their native size. Options per dataset:
-    shapes: n_train, n_test, shapes_seed; folder: test_fraction, max_bytes,
-    max_files; all: progress (a callable taking a message string).
+    subset_mode "first" keeps the first N images of a split, "random" a random N chosen with
+    `seed`; the validation images are then drawn from those N, stratified by class, also with
+    `seed` (a folder's own val/ folder is used instead when it has one). `image_size` applies to
+    folder datasets only (None: their own size, see folders.choose_image_size); the built-in ones
+    keep their native size. Options per dataset: shapes: n_train, n_test, shapes_seed; folder:
+    test_fraction, max_bytes, max_files; all: progress (a callable taking a message string).
     """
     if subset_mode not in ("first", "random"):
         raise ValueError(f"subset_mode must be 'first' or 'random', not {subset_mode!r}.")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"The validation fraction must be at least 0 and below 1, got {val_fraction}.")
     if name.startswith(FOLDER_PREFIX):
         _check_options(name, options, FOLDER_OPTIONS)
-        data = load_folder(name[len(FOLDER_PREFIX):], image_size or DEFAULT_FOLDER_IMAGE_SIZE,
-                            seed, **options)
+        data = load_folder(name[len(FOLDER_PREFIX):], image_size, seed, **options)
     else:
         spec = _builtin_spec(name)
         _check_options(name, options, spec.options)
+        if name == "shapes" and not options.keys() & {"n_train", "n_test"}:
+            # shapes is generated: make just the subset asked for, the same images for the app,
+            # the CLI and the tests (options n_train/n_test make a pool to draw subsets from).
+            options.update(generated_sizes(subset_train, subset_test))
+            subset_train = subset_test = None
         data = spec.load(resolve_data_root(data_root), seed, **options)
     generator = torch.Generator().manual_seed(seed)
     data.train_images, data.train_labels = _subset(
@@ -90,16 +99,32 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     data.test_images, data.test_labels = _subset(
         data.test_images, data.test_labels, subset_test, subset_mode, generator,
         lambda n: f"subset_test={subset_test} is larger than the {n} test images of '{name}'.")
+    if data.val_images is None and val_fraction > 0:
+        _hold_out_validation(data, val_fraction, seed)
+    if data.mean is None:
+        data.mean, data.std = channel_stats(data.train_images)
     return data
+
+
+def _hold_out_validation(data: ImageData, fraction: float, seed: int) -> None:
+    """Move `fraction` of each class's training images into the validation split."""
+    counts = torch.bincount(data.train_labels, minlength=len(data.classes))
+    if counts.min() < 2:
+        label = int(counts.argmin())
+        raise ValueError(
+            f"{len(data.train_images):,} training images are too few to hold out a validation "
+            f"set: class '{data.classes[label]}' has {int(counts[label])}, and every class needs at "
+            f"least 2 (one to learn from, one to check on). Use more training images, or set the "
+            f"validation fraction to 0.")
+    kept, held = split_per_class(data.train_labels, fraction, seed)
+    data.val_images, data.val_labels = data.train_images[held], data.train_labels[held]
+    data.train_images, data.train_labels = data.train_images[kept], data.train_labels[kept]
 
 
 def sample_grid(data: ImageData, n: int = 16, split: str = "train",
                 seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Up to n images of a split with their class names, spread evenly over the classes."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
-    images = data.train_images if split == "train" else data.test_images
-    labels = data.train_labels if split == "train" else data.test_labels
+    images, labels = data.split(split)
     generator = torch.Generator().manual_seed(seed)
     per_class = [torch.nonzero(labels == k).flatten() for k in range(len(data.classes))]
     per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]

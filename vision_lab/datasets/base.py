@@ -14,19 +14,56 @@ class DatasetUnavailable(RuntimeError):
 
 @dataclass
 class ImageData:
+    """A dataset in memory: uint8 images (N, C, H, W) and int64 labels per split.
+
+    Three splits, as the course teaches them: the model learns from `train`; choices made while
+    training (the best epoch, early stopping, the plateau scheduler) look at `val`, carved from the
+    training data; `test` is looked at once, when training is over.
+    """
     name: str
     classes: list[str]
     channels: int
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    # Per-channel statistics in [0, 1] units, measured on the training images (None until then).
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
     # The tensors are left out of repr: printing an ImageData should stay readable.
     train_images: torch.Tensor = field(repr=False)
     train_labels: torch.Tensor = field(repr=False)
     test_images: torch.Tensor = field(repr=False)
     test_labels: torch.Tensor = field(repr=False)
     messages: list[str] = field(default_factory=list)
+    val_images: torch.Tensor | None = field(default=None, repr=False)
+    val_labels: torch.Tensor | None = field(default=None, repr=False)
 
+    @property
+    def has_validation(self) -> bool:
+        return self.val_images is not None and len(self.val_images) > 0
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of "train", "val" or "test"."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', not {name!r}.")
+        if name == "val" and not self.has_validation:
+            raise ValueError(f"{self.name} has no validation images.")
+        return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+
+
+
+def split_per_class(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out) of a random split that holds out `fraction` of each class.
+
+    Stratified, so a small split still has every class: at least one image of each class with two
+    or more is held out, and at least one is always kept. Both index lists are sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [torch.zeros(0, dtype=torch.int64)], [torch.zeros(0, dtype=torch.int64)]
+    for label in labels.unique().tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = min(max(1, round(len(members) * fraction)), len(members) - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
 def env_int(name: str, default: int) -> int:

@@ -19,10 +19,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .base import ImageData, channel_stats, env_int, format_bytes, plural, say
+from .base import ImageData, env_int, format_bytes, plural, say, split_per_class
 
 FOLDER_PREFIX = "folder:"
-DEFAULT_FOLDER_IMAGE_SIZE = 64
+# Images keep their own size when they all share one square size up to this; larger ones are
+# scaled down to it (ResNet18's ImageNet size: a batch of 64 such images is 38 MB of floats).
+FOLDER_MAX_IMAGE_SIZE = 224
+FOLDER_MIN_IMAGE_SIZE = 16   # the models' pooling needs a few pixels to work on
+PEEK_BYTES = 64 * 1024       # an image header (with EXIF) nearly always fits
 
 # Caps for reading zip files, so an uploaded archive cannot exhaust memory.
 MAX_ARCHIVE_BYTES = env_int("VISION_LAB_MAX_ARCHIVE_MB", 1024) * 1024 * 1024
@@ -48,7 +52,8 @@ _SKIP_REASONS = {
 @dataclass
 class _Tree:
     """File and folder paths (as tuples of names) of a folder or zip, hidden ones left out."""
-    files: dict[tuple[str, ...], Callable[[], Any]]  # path -> opens it for PIL
+    # path -> opens it for PIL; with peek=True, only as much as its header needs
+    files: dict[tuple[str, ...], Callable[..., Any]]
     folders: set[tuple[str, ...]]
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
@@ -70,7 +75,7 @@ def _scan_directory(root: Path) -> _Tree:
         for name in names:
             if not _ignored((name,)):
                 path = Path(folder, name)
-                tree.files[relative + (name,)] = lambda path=path: path
+                tree.files[relative + (name,)] = lambda peek=False, path=path: path
     return tree
 
 
@@ -96,6 +101,12 @@ def _safe_member_parts(name: str) -> tuple[str, ...]:
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _peek(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.BytesIO:
+    """The first bytes of a member: enough for PIL to read an image's header (its size)."""
+    with archive.open(info) as member:
+        return io.BytesIO(member.read(PEEK_BYTES))
 
 
 class _ReadBudget:
@@ -140,15 +151,24 @@ def _scan_zip(archive: zipfile.ZipFile, max_bytes: int, max_files: int) -> _Tree
         elif name.lower().endswith(".zip"):
             tree.skip("nested_zip", name)
         else:
-            tree.files[parts] = lambda info=info: budget.read(archive, info)
+            tree.files[parts] = (lambda peek=False, info=info:
+                                 _peek(archive, info) if peek else budget.read(archive, info))
     return tree
 
 
 @dataclass
 class _Layout:
-    """Where the images are: class name -> files, per split (test is None to split them)."""
+    """Where the images are: class name -> files, per split. `test` and `val` are None where the
+    folder has no such split folder: they are then carved out of the training images."""
     train: dict[str, list[tuple[str, ...]]]
     test: dict[str, list[tuple[str, ...]]] | None
+    val: dict[str, list[tuple[str, ...]]] | None = None
+
+    def splits(self) -> dict[str, dict[str, list[tuple[str, ...]]]]:
+        """Files of every split folder present, each labelled by the training classes' order."""
+        present = {"train": self.train, "test": self.test, "val": self.val}
+        return {split: {name: (files or {}).get(name, []) for name in self.train}
+                for split, files in present.items() if files is not None}
 
 
 def _children(tree: _Tree, prefix: tuple[str, ...]) -> tuple[set[str], bool]:
@@ -189,21 +209,23 @@ def _find_layout(tree: _Tree, shown_path: str) -> _Layout:
         prefix += tuple(folders)
         folders, has_files = inner, inner_has_files
     by_lower = {name.lower(): name for name in folders}
-    if "train" in by_lower and "test" in by_lower:
-        train_prefix, test_prefix = prefix + (by_lower["train"],), prefix + (by_lower["test"],)
-        train, test = _class_files(tree, train_prefix), _class_files(tree, test_prefix)
-        expected = f"{shown_path}/{'/'.join(train_prefix)}/<class name>/<images>"
+    if "train" in by_lower and ("test" in by_lower or "val" in by_lower):
+        split = {name: _class_files(tree, prefix + (by_lower[name],)) if name in by_lower else None
+                 for name in ("train", "test", "val")}
+        expected = f"{shown_path}/{'/'.join(prefix + (by_lower['train'],))}/<class name>/<images>"
+        layout = _Layout(split["train"], split["test"], split["val"])
     else:
-        train, test = _class_files(tree, prefix), None
+        layout = _Layout(_class_files(tree, prefix), None)
         expected = "/".join([shown_path, *prefix, "<class name>/<images>"])
-    _check_classes(train, test, shown_path, expected)
-    return _Layout(train, test)
+    _check_classes(layout, shown_path, expected)
+    return layout
 
 
-def _check_classes(train: dict, test: dict | None, shown_path: str, expected: str) -> None:
+def _check_classes(layout: _Layout, shown_path: str, expected: str) -> None:
+    train = layout.train
     if not train:
         raise ValueError(f"Looked in '{shown_path}' but found no class folders: expected {expected}.")
-    names = sorted(set(train) | set(test or {}))
+    names = sorted(set(train).union(layout.test or {}, layout.val or {}))
     by_lower: dict[str, str] = {}
     for name in names:
         if name.lower() in by_lower:
@@ -213,10 +235,11 @@ def _check_classes(train: dict, test: dict | None, shown_path: str, expected: st
     if len(train) < 2:
         raise ValueError(f"'{shown_path}' has only one class folder ('{next(iter(train))}'); a "
                          f"classifier needs at least 2 classes: expected {expected}.")
-    extra = sorted(set(test or {}) - set(train))
-    if extra:
-        raise ValueError(f"The test folder has class folders that the train folder lacks: "
-                         f"{', '.join(extra)}.")
+    for split in ("test", "val"):
+        extra = sorted(set(getattr(layout, split) or {}) - set(train))
+        if extra:
+            raise ValueError(f"The {split} folder has class folders that the train folder lacks: "
+                             f"{', '.join(extra)}.")
 
 
 def _open_tree(path: Path, shown_path: str, max_bytes: int, max_files: int):
@@ -242,18 +265,66 @@ def folder_info(path_text: str) -> dict:
     if archive is not None:
         archive.close()
     layout = _find_layout(tree, path_text)
-    count = sum(len(files) for files in layout.train.values())
-    if layout.test is not None:
-        count += sum(len(files) for files in layout.test.values())
+    count = sum(len(files) for split in layout.splits().values() for files in split.values())
     return {
         "name": FOLDER_PREFIX + path_text,
         "classes": list(layout.train),
         "channels": None,
-        "image_size": DEFAULT_FOLDER_IMAGE_SIZE,
+        "image_size": None,  # chosen from the images' own sizes when they are loaded
         "description": f"Your images from {path_text}: {len(layout.train)} class folders, "
                        f"{count:,} files.",
         "needs_download": False,
     }
+
+
+def _header_size(source: Any) -> tuple[int, int] | None:
+    """(width, height) from an image's header, without decoding it; None if PIL cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a decompression bomb is refused when it is decoded
+            with Image.open(source) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - not an image, or a header past PEEK_BYTES: decoding says
+        return None
+
+
+def choose_image_size(sizes: list[tuple[int, int]]) -> tuple[int, str | None]:
+    """The side every image is resized to, and a sentence saying why when it is not simply the
+    images' own size. One square size up to FOLDER_MAX_IMAGE_SIZE is kept as it is: upscaling
+    32 px images to 64 px would cost four times the compute for no accuracy."""
+    distinct = sorted(set(sizes))
+    if len(distinct) == 1 and distinct[0][0] == distinct[0][1] <= FOLDER_MAX_IMAGE_SIZE:
+        return max(distinct[0][0], FOLDER_MIN_IMAGE_SIZE), None
+    shorter = sorted(min(w, h) for w, h in sizes)
+    median = shorter[len(shorter) // 2]
+    size = max(FOLDER_MIN_IMAGE_SIZE, min(median, FOLDER_MAX_IMAGE_SIZE))
+    bound = ("" if size == median else
+             f", raised to the smallest size used, {size} px" if size > median else
+             f", lowered to the largest size used by default, {size} px")
+    if len(distinct) == 1:
+        (w, h), = distinct
+        found = f"are all {w}×{h}" + ("" if w == h else ", not square")
+        why = "their shorter side" + bound
+    else:
+        found = (f"come in {len(distinct):,} sizes, from {distinct[0][0]}×{distinct[0][1]} to "
+                 f"{distinct[-1][0]}×{distinct[-1][1]}")
+        why = "the median of their shorter sides" + (f", {median} px{bound}" if bound else "")
+    return size, (f"Your images {found}: each is resized to {size}×{size} ({why}). Set the image "
+                  f"size to choose another.")
+
+
+def _image_sizes(splits: dict[str, dict[str, list[tuple[str, ...]]]], tree: _Tree) -> list[tuple[int, int]]:
+    sizes = []
+    for classes in splits.values():
+        for paths in classes.values():
+            for path in paths:
+                try:
+                    size = _header_size(tree.files[path](peek=True))
+                except (zipfile.BadZipFile, OSError, EOFError):
+                    size = None
+                if size is not None:
+                    sizes.append(size)
+    return sizes
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -319,23 +390,6 @@ def _decode_classes(classes: dict[str, list[tuple[str, ...]]], tree: _Tree, size
     return decoded
 
 
-def _split_per_class(labels: list[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of a random train/test split that keeps each class in both where it can."""
-    generator = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    train, test = [], []
-    for label in sorted(by_class):
-        members = by_class[label]
-        order = torch.randperm(len(members), generator=generator).tolist()
-        # At least one test image where there are two, and always one training image.
-        n_test = min(max(1, round(len(members) * test_fraction)), len(members) - 1)
-        test += sorted(members[i] for i in order[:n_test])
-        train += sorted(members[i] for i in order[n_test:])
-    return train, test
-
-
 def _skip_messages(skipped: dict[str, list[str]]) -> list[str]:
     messages = []
     for reason, (one, several) in _SKIP_REASONS.items():
@@ -347,52 +401,64 @@ def _skip_messages(skipped: dict[str, list[str]]) -> list[str]:
     return messages
 
 
-def load_folder(path_text: str, image_size: int, seed: int, test_fraction: float = 0.2,
-                 max_bytes: int | None = None, max_files: int | None = None,
-                 progress=None) -> ImageData:
+def load_folder(path_text: str, image_size: int | None, seed: int, test_fraction: float = 0.2,
+                max_bytes: int | None = None, max_files: int | None = None,
+                progress=None) -> ImageData:
+    """Images of a folder or zip of class folders, resized to `image_size` (None: chosen from
+    their own sizes, see choose_image_size). Without a test/ folder, `test_fraction` of each class
+    is held out as the test set, chosen with `seed`; a val/ folder becomes the validation set."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}.")
-    if image_size < 1:
+    if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, not {image_size}.")
     max_bytes = MAX_ARCHIVE_BYTES if max_bytes is None else max_bytes
     max_files = MAX_ARCHIVE_FILES if max_files is None else max_files
     tree, archive = _open_tree(Path(path_text).expanduser(), path_text, max_bytes, max_files)
+    messages = []
     try:
         layout = _find_layout(tree, path_text)
-        # Test class folders are labelled by their position among the training classes.
-        test_files = {name: (layout.test or {}).get(name, []) for name in layout.train}
-        total = sum(len(paths) for paths in [*layout.train.values(), *test_files.values()])
+        splits = layout.splits()
+        if image_size is None:
+            image_size, why = choose_image_size(_image_sizes(splits, tree))
+            messages += [why] if why else []
+        total = sum(len(paths) for classes in splits.values() for paths in classes.values())
         say(progress, f"Reading {total:,} files from {path_text} …")
-        done = 0
+        counter = iter(range(1, total + 1))
 
         def report():
-            nonlocal done
-            done += 1
+            done = next(counter)
             if done % 500 == 0:
                 say(progress, f"Read {done:,} of {total:,} files …")
 
-        train = _decode_classes(layout.train, tree, image_size, report)
-        test = _decode_classes(test_files, tree, image_size, report)
+        decoded = {split: _decode_classes(classes, tree, image_size, report)
+                   for split, classes in splits.items()}
     finally:
         if archive is not None:
             archive.close()
 
     classes = list(layout.train)
-    empty = [name for label, name in enumerate(classes) if label not in set(train.labels)]
+    train_labels = set(decoded["train"].labels)
+    empty = [name for label, name in enumerate(classes) if label not in train_labels]
     if empty:
         raise ValueError(f"Class folder{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
                          f"in '{path_text}' {'have' if len(empty) > 1 else 'has'} no images.")
-    channels = 1 if all(train.grayscale + test.grayscale) else 3
-    train_images, train_labels = train.tensors(channels, image_size)
-    test_images, test_labels = test.tensors(channels, image_size)
-    if layout.test is None:
-        train_index, test_index = _split_per_class(train.labels, test_fraction, seed)
-        test_images, test_labels = train_images[test_index], train_labels[test_index]
-        train_images, train_labels = train_images[train_index], train_labels[train_index]
+    channels = 1 if all(g for d in decoded.values() for g in d.grayscale) else 3
+    tensors = {split: d.tensors(channels, image_size) for split, d in decoded.items()}
+    train_images, train_labels = tensors["train"]
+    if "test" in tensors:
+        test_images, test_labels = tensors["test"]
+    else:
+        keep, held = split_per_class(train_labels, test_fraction, seed)
+        test_images, test_labels = train_images[held], train_labels[held]
+        train_images, train_labels = train_images[keep], train_labels[keep]
     if len(test_images) == 0:
         raise ValueError(f"'{path_text}' has no images to test on: add images to its test folder, "
                          f"or at least 2 images to a class folder.")
-    mean, std = channel_stats(train_images)
-    return ImageData(FOLDER_PREFIX + path_text, classes, channels, image_size, mean, std,
+    val_images, val_labels = tensors.get("val", (None, None))
+    if val_images is not None:
+        messages.append(f"Validation images: the {len(val_images):,} in the folder's own val/ folder.")
+    # mean and std are measured on the training images once the splits are final (load_dataset).
+    return ImageData(FOLDER_PREFIX + path_text, classes, channels, image_size, None, None,
                      train_images.contiguous(), train_labels, test_images.contiguous(),
-                     test_labels, _skip_messages(tree.skipped))
+                     test_labels, messages + _skip_messages(tree.skipped),
+                     val_images=val_images, val_labels=val_labels)

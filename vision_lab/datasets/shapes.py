@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base import ImageData, channel_stats, say
+from .base import ImageData, say
 
 SHAPES_SIZE = 32
 _SUPERSAMPLE = 2  # render at 2x and average down, for smooth edges
@@ -167,8 +167,26 @@ def _generate_shapes(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     return images, labels
 
 
-def load_shapes(data_root: Path, seed: int, n_train: int = 10_000, n_test: int = 2_000,
-                 shapes_seed: int | None = None, progress=None) -> ImageData:
+SHAPES_TRAIN, SHAPES_TEST = 10_000, 2_000  # the full dataset's splits
+
+
+def generated_sizes(subset_train: int | None, subset_test: int | None) -> dict[str, int]:
+    """How many images to generate for subsets of these sizes: just those (generating is the slow
+    part), never more than the full dataset has (one request must not make millions)."""
+    sizes = {}
+    for split, size, full in (("train", subset_train, SHAPES_TRAIN), ("test", subset_test, SHAPES_TEST)):
+        if size is not None and size > full:
+            kind = "training" if split == "train" else "test"
+            raise ValueError(f"subset_{split}={size} is larger than the {full} {kind} images of "
+                             f"'shapes'.")
+        if size is not None and size < 1:
+            raise ValueError(f"A subset needs at least 1 image, not {size}.")
+        sizes[f"n_{split}"] = size or full
+    return sizes
+
+
+def load_shapes(data_root: Path, seed: int, n_train: int = SHAPES_TRAIN, n_test: int = SHAPES_TEST,
+                shapes_seed: int | None = None, progress=None) -> ImageData:
     if n_train < 1 or n_test < 0:
         raise ValueError(f"shapes needs n_train >= 1 and n_test >= 0, not {n_train} and {n_test}.")
     seed = seed if shapes_seed is None else shapes_seed
@@ -176,7 +194,7 @@ def load_shapes(data_root: Path, seed: int, n_train: int = 10_000, n_test: int =
     # Separate streams per split, so the test images do not depend on n_train.
     train_images, train_labels = _generate_shapes(n_train, torch.Generator().manual_seed(2 * seed))
     test_images, test_labels = _generate_shapes(n_test, torch.Generator().manual_seed(2 * seed + 1))
-    mean, std = channel_stats(train_images)
-    return ImageData("shapes", list(SHAPES), 3, SHAPES_SIZE, mean, std,
+    # mean and std are measured on the training images once the splits are final (load_dataset).
+    return ImageData("shapes", list(SHAPES), 3, SHAPES_SIZE, None, None,
                      train_images, train_labels, test_images, test_labels, [])
 
