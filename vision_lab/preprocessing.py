@@ -61,6 +61,17 @@ class Preprocessing:
         n, c, h, w = x.shape
         return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
 
+    def unpermute(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo `permute` on anything shaped (..., S, S), e.g. a saliency map over the model's input,
+        so that each value lands on the image pixel it came from. Unchanged without a permutation."""
+        if self.permutation_seed is None:
+            return x
+        perm = _cached_permutation(self.image_size, self.permutation_seed)
+        flat = x.reshape(*x.shape[:-2], -1)
+        restored = torch.empty_like(flat)
+        restored[..., perm] = flat  # permute took position perm[j] to j
+        return restored.reshape(x.shape)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
