@@ -68,7 +68,7 @@ def _warm_up_training(delay: float = 2.0) -> None:
 
     def later():
         time.sleep(delay)
-        from vision_lab.worker import warm_up
+        from vision_lab.serving.worker import warm_up
         warm_up()
 
     threading.Thread(target=later, daemon=True).start()
@@ -76,7 +76,11 @@ def _warm_up_training(delay: float = 2.0) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    from vision_lab.ui import CSS, Settings, build_app, calm_queue
+    from starlette.middleware import Middleware
+
+    from vision_lab.ui import CSS, Settings, build_app
+    from vision_lab.ui.gradio_internals import calm_queue
+    from vision_lab.ui.storage import HidePrivateRuns
 
     settings = Settings(runs_dir=args.checkpoints, data_root=args.data_root,
                         max_concurrent_trainings=args.max_trainings,
@@ -88,7 +92,10 @@ def main(argv=None):
     calm_queue(demo)
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+        # Checkpoint folders are allowed so that a handler may hand out a run from them, wherever
+        # they are; the visitors' private runs inside are never served by path (HidePrivateRuns).
         allowed_paths=list(dict.fromkeys(settings.checkpoint_dirs + [settings.runs_dir])),
+        app_kwargs={"middleware": [Middleware(HidePrivateRuns)]},
         max_file_size=f"{settings.max_upload_mb:g}mb", footer_links=["api"],
         prevent_thread_lock=True)
     _warm_up_training()

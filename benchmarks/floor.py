@@ -17,7 +17,7 @@ time after which the compiled model has trained more images than eager (never, i
 faster); `compiled_demo_images` / `eager_demo_images` are the images each trains in 120 s.
 
 `--allocator` adds the malloc comparison: vision_lab's floor in two child processes, one with
-glibc's default malloc and one that keeps freed memory (see vision_lab.malloc), interleaved,
+glibc's default malloc and one that keeps freed memory (see vision_lab.serving.malloc), interleaved,
 with the page faults per step of each. Off by default: it adds two process start-ups.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from _common import emit, machine, median, minor_page_faults, parser
 import torch
 import torch.nn.functional as F
 
-from vision_lab.malloc import keep_freed_memory
+from vision_lab.serving.malloc import keep_freed_memory
 from vision_lab.models import create_model
 
 BATCH = 64

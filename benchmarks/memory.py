@@ -6,7 +6,7 @@
   training and 10,000 test CIFAR-shaped uint8 images, random pixels like torchvision's FakeData:
   pixel values do not change the memory) as the app's dataset cache would, and trains one epoch of
   the cnn with the `standard` augmentation, batch 64, in a child process forked from a forkserver
-  (vision_lab.worker, as the app does), including the epoch's evaluation of the 10,000 test
+  (vision_lab.serving.worker, as the app does), including the epoch's evaluation of the 10,000 test
   images, the final evaluation and the checkpoint saves. The child's resident memory is sampled
   every 0.2 s: its peak RSS, and its peak private memory (USS: the pages only it uses; the rest it
   shares with the forkserver, which the idle app already has).
@@ -55,7 +55,7 @@ def make_data(n_train: int, n_test: int):
 
 def training(n_train: int, n_test: int, out: str) -> dict:
     from vision_lab.training import BatchEnd, RunEnd, TrainConfig
-    from vision_lab.worker import train_in_process
+    from vision_lab.serving.worker import train_in_process
 
     data = make_data(n_train, n_test)
     data_mb = sum(t.numel() * t.element_size() for t in (data.train_images, data.train_labels,

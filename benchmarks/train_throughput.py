@@ -23,7 +23,7 @@ per-epoch evaluation and checkpoint save.
 Rounds interleave the variants; the table shows medians over rounds, and each ratio is the
 median of the per-round ratios.
 
-The process runs with glibc malloc keeping freed memory (vision_lab.malloc), as vision_lab's
+The process runs with glibc malloc keeping freed memory (vision_lab.serving.malloc), as vision_lab's
 training processes do (the CLI's `train`, the app's runs). The setting is process-wide, so every
 variant here gets it, the course pipeline included: the ratios compare the pipelines, and
 `floor.py --allocator` measures what the setting itself is worth.
@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from vision_lab.datasets import ImageData
-from vision_lab.malloc import keep_freed_memory
+from vision_lab.serving.malloc import keep_freed_memory
 from vision_lab.models import create_model
 from vision_lab.preprocessing import Preprocessing
 from vision_lab.training import BatchEnd, TrainConfig, train

@@ -1,4 +1,4 @@
-"""Training processes keep freed memory (vision_lab.malloc): a conv net's step then stops
+"""Training processes keep freed memory (vision_lab.serving.malloc): a conv net's step then stops
 page-faulting its activations in again. Checked in a fresh process, since the setting is
 process-wide."""
 import subprocess
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
-from vision_lab.malloc import keep_freed_memory
+from vision_lab.serving.malloc import keep_freed_memory
 from vision_lab.models import create_model
 torch.manual_seed(0)
 if sys.argv[1] == "keep":

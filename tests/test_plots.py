@@ -11,8 +11,8 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def history(epochs=3, lr=0.1):
     return [
-        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "test_loss": 1.2 / e,
-         "test_acc": 0.45 + 0.1 * e, "lr": lr / 10 ** (e - 1), "seconds": 2.0}
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": 1.2 / e,
+         "val_acc": 0.45 + 0.1 * e, "lr": lr / 10 ** (e - 1), "seconds": 2.0}
         for e in range(1, epochs + 1)
     ]
 
@@ -66,24 +66,37 @@ def test_loss_curve_empty_shows_a_waiting_message():
 
 @pytest.mark.parametrize("metric, top", [("acc", 100), ("loss", 1.2)])
 def test_epoch_curves_compare_runs_with_one_colour_each(metric, top):
-    fig = plots.epoch_curves({"SGD": history(), "Adam": history(4)}, metric=metric)
+    fig = plots.epoch_curves({"SGD": [history()], "Adam": [history(4)]}, metric=metric)
     ax = fig.axes[0]
-    assert len(ax.lines) == 4
-    sgd_train, sgd_test, adam_train, adam_test = ax.lines
-    assert sgd_train.get_color() == sgd_test.get_color() != adam_train.get_color()
-    assert sgd_train.get_linestyle() == "--" and sgd_test.get_linestyle() == "-"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SGD: train", "SGD: test", "Adam: train", "Adam: test"]
+    assert len(ax.lines) == 4 and not ax.collections  # one seed each: no band
+    sgd_train, sgd_val, adam_train, adam_val = ax.lines
+    assert sgd_train.get_color() == sgd_val.get_color() != adam_train.get_color()
+    assert sgd_train.get_linestyle() == "--" and sgd_val.get_linestyle() == "-"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "SGD: train", "SGD: validation", "Adam: train", "Adam: validation"]
     assert max(adam_train.get_ydata()) == pytest.approx(90 if metric == "acc" else 1.0)
     assert ax.get_title() and ax.get_xlabel() == "epoch"
 
 
+def test_epoch_curves_show_the_mean_of_seeds_and_a_min_max_band():
+    a, b = history(3), [{**r, "val_acc": r["val_acc"] - 0.1} for r in history(2)]  # b is one epoch behind
+    fig = plots.epoch_curves({"cnn": [a, b]})
+    ax = fig.axes[0]
+    val = ax.lines[1]
+    assert list(val.get_ydata()) == pytest.approx([50, 60, 75])  # the third epoch: seed a alone
+    train_band, val_band = ax.collections
+    low_high = val_band.get_paths()[0].vertices[:, 1]
+    assert min(low_high) == pytest.approx(45) and max(low_high) == pytest.approx(75)
+    assert "mean of 2 seeds" in ax.get_title()
+
+
 def test_epoch_curves_single_run_and_empty():
-    fig = plots.epoch_curves({"cnn, lr 0.1": history()})
+    fig = plots.epoch_curves({"cnn, lr 0.1": [history()]})
     ax = fig.axes[0]
     assert "cnn, lr 0.1" in ax.get_title() and ax.get_ylabel() == "accuracy (%)"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "test"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
 
-    empty = plots.epoch_curves({"cnn": []}).axes[0]
+    empty = plots.epoch_curves({"cnn": [[]]}).axes[0]
     assert not empty.lines and texts(empty)
     with pytest.raises(ValueError):
         plots.epoch_curves({}, metric="f1")
@@ -183,7 +196,7 @@ def test_hidden_activation_plot_one_strip_per_layer():
 
 
 def test_figure_to_image():
-    picture = plots.figure_to_image(plots.epoch_curves({"run": history()}))
+    picture = plots.figure_to_image(plots.epoch_curves({"run": [history()]}))
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
     assert picture.shape[:2] == (550, 900)  # 9 x 5.5 inches at 100 dpi
     assert picture.min() < 100  # something was drawn on the white background
@@ -192,7 +205,7 @@ def test_figure_to_image():
 def test_every_figure_renders():
     figures = [
         plots.loss_curve([], []),
-        plots.epoch_curves({"a": history(), "b": history(2)}, metric="loss"),
+        plots.epoch_curves({"a": [history()], "b": [history(2)]}, metric="loss"),
         plots.lr_curve(history()),
         plots.confusion_matrix(np.random.randint(0, 50, (10, 10)), CLASSES),
         plots.per_class_accuracy(np.random.rand(10), CLASSES),

@@ -1,11 +1,11 @@
-"""The server's training slots (vision_lab.ui.runs): first come, first served, a visible place in
+"""The server's training slots (vision_lab.serving.run_queue): first come, first served, a visible place in
 line, a clear refusal when the line is full, and nothing left taken."""
 import threading
 
 import pytest
 
 pytest.importorskip("gradio")
-from vision_lab.ui.runs import QueueFull, RunQueue, waiting_message  # noqa: E402
+from vision_lab.serving.run_queue import QueueFull, RunQueue, waiting_message  # noqa: E402
 
 
 def test_runs_start_in_the_order_they_came():

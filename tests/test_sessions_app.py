@@ -4,7 +4,10 @@ killed mid-run, and a closed browser tab (its run stops, or finishes when the se
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -90,6 +93,34 @@ def test_runs_are_private_until_shared(busy_app):
     assert bob.predict(handle_file(STAR), ["alice-mlp"], api_name="/classify")[0][0]["top"]
 
 
+def http_status(url: str, cookie: str = "") -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Cookie": cookie})) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_private_run_is_never_served_by_its_path(busy_app):
+    alice = new_client(busy_app)
+    out = alice.predict(**TINY, api_name="/train")
+    private, download = Path(out[-1]["checkpoint"]), Path(out[9])
+    assert download.read_bytes() == private.read_bytes()    # Alice downloads her run
+    # Bob, a browser with his own owner cookie, knows the path (say, from Alice's screen): refused,
+    # by either of gradio's file routes, and however the path is spelled.
+    bob = "vision_lab_owner=" + "b" * 32
+    runs = private.parents[2]
+    sideways = f"{runs}/shared/../{private.relative_to(runs)}"
+    for route in ("gradio_api/file=", "gradio_api/file/"):
+        for path in (str(private), sideways, quote(str(private), safe="")):
+            assert http_status(busy_app.url + route + path, cookie=bob) == 404, (route, path)
+    # The same route still serves the runs folder's public files: here a run shared on purpose.
+    alice.predict(private.stem, "alice-open", api_name="/share_run")
+    shared = busy_app.home / "checkpoints" / "shared" / "alice-open.safetensors"
+    assert http_status(busy_app.url + "gradio_api/file=" + str(shared), cookie=bob) == 200
+    alice.predict(private.stem, api_name="/delete_run")     # back under the module's small quota
+
+
 def test_a_second_training_waits_with_its_place_and_a_third_is_refused(busy_app):
     first, second, third = new_client(busy_app), new_client(busy_app), new_client(busy_app)
     long_run = first.submit(**dict(TINY, epochs=500), api_name="/train")
@@ -137,7 +168,7 @@ def test_a_public_server_reads_no_folders_outside_its_data_folder(busy_app):
 def test_a_training_process_killed_mid_run_is_reported_and_the_app_keeps_serving(busy_app):
     client = new_client(busy_app)
     job = client.submit(**dict(TINY, epochs=500), api_name="/train")
-    wait_for_output(job, "last test accuracy")  # at least one epoch is on disk
+    wait_for_output(job, "last validation accuracy")  # at least one epoch is on disk
     pids = busy_app.run_processes()
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)            # what the kernel does when memory runs out

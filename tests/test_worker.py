@@ -1,4 +1,4 @@
-"""Runs in a child process (vision_lab.worker): the same training as in-process, Stop reaches the
+"""Runs in a child process (vision_lab.serving.worker): the same training as in-process, Stop reaches the
 child, and a child that dies or fails is reported as a sentence with its resources freed."""
 import os
 import threading
@@ -7,7 +7,7 @@ import pytest
 
 from vision_lab.datasets import load_dataset
 from vision_lab.training import BatchEnd, EpochEnd, RunEnd, TrainConfig, train
-from vision_lab.worker import ProcessRun, RunDied, train_in_process
+from vision_lab.serving.worker import ProcessRun, RunDied, train_in_process
 
 import _worker_targets as targets
 
@@ -98,7 +98,7 @@ def test_many_events_arrive_in_order():
 
 def test_runs_yield_the_cores_to_the_server():
     """A run is niced below the server, its threads too, so requests are answered first."""
-    from vision_lab.worker import NICENESS
+    from vision_lab.serving.worker import NICENESS
 
     items = collect(ProcessRun(targets.niceness_of_threads))
     expected = min(os.nice(0) + NICENESS, 19)

@@ -84,12 +84,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 def command_for(config) -> str:
     """The command line that trains `config` again: every option that differs from the defaults,
-    and the seed always (it is part of what a reader should see)."""
+    and the seed always (it is part of what a reader should see). Where files go or come from
+    (--out, --data-root) is the reader's own business, not part of the run."""
     defaults = type(config)().to_dict()
     words = ["python", "-m", "vision_lab", "train"]
     for name, value in config.to_dict().items():
         flag = TRAIN_FLAGS[name][0]
-        if name == "out" or (value == defaults[name] and name != "seed"):
+        if name in ("out", "data_root") or (value == defaults[name] and name != "seed"):
             continue
         if isinstance(value, bool):
             words.append(flag)
@@ -194,10 +195,10 @@ def _done_line(d: dict) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .malloc import keep_freed_memory
+    from .serving.malloc import keep_freed_memory
     from .training import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict, train
 
-    keep_freed_memory()  # this process exists to train (see malloc.py)
+    keep_freed_memory()  # this process exists to train (see serving/malloc.py)
     config = _config_from_args(args)
     stop = threading.Event()
     bar = None if args.json else ProgressBar()

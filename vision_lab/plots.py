@@ -168,29 +168,52 @@ def _series(records: list[dict], key: str, scale: float) -> list[float]:
     return [np.nan if r.get(key) is None else r[key] * scale for r in records]
 
 
+def _over_seeds(seeds: list[list[dict]], key: str, scale: float):
+    """Epochs, and the mean, min and max over the seeds that reached each epoch."""
+    epochs = sorted({r["epoch"] for history in seeds for r in history})
+    table = np.full((len(seeds), len(epochs)), np.nan)
+    for i, history in enumerate(seeds):
+        for r, value in zip(history, _series(history, key, scale)):
+            table[i, epochs.index(r["epoch"])] = value
+    seen = ~np.isnan(table).all(axis=0)   # an epoch no seed has a value for stays a gap
+    mean, low, high = (np.full(len(epochs), np.nan) for _ in range(3))
+    mean[seen] = np.nanmean(table[:, seen], axis=0)
+    low[seen], high[seen] = np.nanmin(table[:, seen], axis=0), np.nanmax(table[:, seen], axis=0)
+    return epochs, mean, low, high
+
+
 @_styled
-def epoch_curves(histories: dict[str, list[dict]], metric: str = "acc") -> Figure:
-    """Train (dashed) and test (solid) accuracy or loss per epoch, one colour per run."""
+def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") -> Figure:
+    """Train (dashed) and validation (solid) accuracy or loss per epoch, one colour per run.
+
+    Each run maps to its seeds' histories: with several, the line is their mean and a shaded band
+    spans their min to max, so a difference smaller than the band is seed-to-seed noise."""
     if metric not in _EPOCH_METRICS:
         raise ValueError(f"metric must be one of {list(_EPOCH_METRICS)}, got {metric!r}")
     ylabel, scale, title = _EPOCH_METRICS[metric]
-    runs = {label: records for label, records in histories.items() if records}
+    runs = {label: [h for h in seeds if h] for label, seeds in histories.items()}
+    runs = {label: seeds for label, seeds in runs.items() if seeds}
     fig, ax = _single_axes_figure()
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     if not runs:
         _show_message(ax, "waiting for the first epoch…")
         return fig
     single_run = len(runs) == 1
-    for i, (label, records) in enumerate(runs.items()):
-        epochs = [r["epoch"] for r in records]
+    most_seeds = max(len(seeds) for seeds in runs.values())
+    for i, (label, seeds) in enumerate(runs.items()):
         prefix = "" if single_run else f"{label}: "
         colour = f"C{i % 10}"
-        ax.plot(epochs, _series(records, f"train_{metric}", scale), color=colour,
-                linestyle="--", marker="o", label=f"{prefix}train")
-        ax.plot(epochs, _series(records, f"test_{metric}", scale), color=colour,
-                linestyle="-", marker="o", label=f"{prefix}test")
+        for split, style in (("train", "--"), ("val", "-")):
+            epochs, mean, low, high = _over_seeds(seeds, f"{split}_{metric}", scale)
+            ax.plot(epochs, mean, color=colour, linestyle=style, marker="o",
+                    label=prefix + ("train" if split == "train" else "validation"))
+            if len(seeds) > 1:
+                ax.fill_between(epochs, low, high, color=colour, alpha=0.15, linewidth=0)
     if single_run:
         ax.set_title(f"{title}: {next(iter(runs))}")
+    if most_seeds > 1:
+        ax.set_title(f"{ax.get_title()} (mean of {most_seeds} seeds; band: min to max)",
+                     fontsize=STYLE["axes.labelsize"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(ncols=1 if len(runs) <= 2 else 2)

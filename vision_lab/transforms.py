@@ -13,7 +13,9 @@ use torchvision v2's own class and parameter names, e.g.::
 - ``to_code()`` renders the same pipeline as Python a student can paste into a notebook.
 - ``BatchAugmenter`` applies a spec to a whole uint8 batch with independent random parameters
   per image, without a Python loop over images.
-- ``preprocess_batch()`` is the test-time transform: resize if needed, then normalize.
+
+Normalising (and resizing at test time) is preprocessing.Preprocessing's job, for training and
+prediction alike.
 """
 
 import math
@@ -354,26 +356,6 @@ def _resize_square(x, image_size):
     return TF.resize(x, [image_size, image_size], antialias=True)
 
 
-def preprocess_batch(x, image_size, mean, std):
-    """The test-time transform for a uint8 batch (N, C, H, W) -> float32 (N, C, S, S).
-
-    Resizes to ``image_size`` x ``image_size`` when needed, scales to [0, 1] and normalizes
-    with per-channel ``mean`` and ``std`` (sequences of 1 or C numbers).
-    """
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ValueError(
-            f"preprocess_batch expects a uint8 (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}."
-        )
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
-    if mean.shape[1] not in (1, x.shape[1]) or std.shape[1] not in (1, x.shape[1]):
-        raise ValueError(
-            f"mean and std need 1 or {x.shape[1]} values, got {mean.shape[1]} and {std.shape[1]}."
-        )
-    x = _resize_square(x, _check_image_size(image_size))
-    return (x.float() * (1.0 / 255) - mean) / std
-
-
 # Random draws are made on the generator's device, whatever it is, then moved to the batch.
 
 
@@ -688,9 +670,9 @@ class BatchAugmenter:
     Differences from the per-image pipeline, all deliberate:
 
     - Batches whose size is not ``image_size`` x ``image_size`` are first resized to it (as
-      ``preprocess_batch`` does at test time), so specs written for ``image_size`` fit.
+      ``Preprocessing`` does at test time), so specs written for ``image_size`` fit.
     - ``Normalize`` is skipped: normalizing belongs to the single uint8 -> float step of
-      training (see ``preprocess_batch``), so batches stay uint8 until then.
+      training (``Preprocessing.normalize_pixels_``), so batches stay uint8 until then.
     - ``ColorJitter`` uses one random order of its four adjustments per batch instead of per
       image (each image's order is still uniformly random; images of a batch share it).
     """

@@ -75,24 +75,6 @@ class Settings:
                 raise ValueError(f"{name} cannot be negative.")
 
 
-def calm_queue(demo: gr.Blocks, poll: float = 0.025) -> None:
-    """Make gradio's queue look for new work every `poll` seconds instead of every millisecond.
-
-    Its default loop wakes about 1,000 times a second even when nobody uses the app: 0.066 core-s
-    a second on the 2-core test machine, taken from a training there. Each wake-up costs ~0.23 ms:
-    at 10 ms that was still 0.027 core-s a second, half of all the app spends while it shows a
-    training (benchmarks/app_overhead.py); at 25 ms it measured 0.009. A request waits for the next
-    wake-up: 12 ms on average, against the 60-200 ms a call through gradio_client takes.
-    Call after `demo.queue()`; these are gradio's private settings, so a gradio without them is
-    left as it is.
-    """
-    queue = getattr(demo, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = max(queue.sleep_when_free, poll)
-    if queue is not None and hasattr(queue, "progress_update_sleep_when_free"):
-        queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 10 * poll)
-
-
 def build_app(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
     # Training code saves new runs under $VISION_LAB_CHECKPOINTS/runs; keep it in step with
@@ -102,7 +84,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
     from . import augment, classify, compare, feature_maps, train
-    from .runs import RUNS
+    from ..serving.run_queue import RUNS
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
 
     RUNS.configure(settings.max_concurrent_trainings, settings.max_waiting_trainings)

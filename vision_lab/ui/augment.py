@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import chw_to_numpy, dataset_choices, enlarge, example_images, friendly_errors, load_data
+from .common import chw_to_numpy, dataset_choices, enlarge, example_images, friendly_errors, sample_data
 from .fields import Number, Slider
 
 DEFAULT_SIZE = 64
@@ -247,8 +247,7 @@ def build(settings, augment_spec=None, tab=None):
         from ..plots import image_grid
         from ..transforms import BatchAugmenter
 
-        data = load_data(name, settings.data_root, subset_train=None if name != "shapes" else 400,
-                         subset_test=None if name != "shapes" else 100)
+        data = sample_data(name, settings.data_root)
         images, labels = sample_grid(data, 24, "train", seed=0)
         title = f"{data.name}: 24 training images"
         if use_transforms:

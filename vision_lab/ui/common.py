@@ -46,12 +46,29 @@ def friendly_errors(fn):
     return wrapper
 
 
+def with_settings(fn, settings):
+    """`fn` with `settings` filled in as its first argument, for an event listener.
+
+    functools.partial would hide fn's signature from gradio, which reads it to pass the
+    gr.Request (who is asking) and to name the API's parameters."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(settings, *args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(settings, *args, **kwargs)
+    signature = inspect.signature(fn)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return bound
+
+
 # ---- datasets -----------------------------------------------------------------------------------
 
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 3
-SHAPES_FULL = (10_000, 2_000)
 
 
 def dataset_choices() -> list[str]:
@@ -60,41 +77,31 @@ def dataset_choices() -> list[str]:
     return list_datasets()
 
 
-def load_data(name: str, data_root: str | None = None, subset_train: int | None = None,
-              subset_test: int | None = None, seed: int = 0, image_size: int | None = None):
-    """`load_dataset`, remembering the last few results (the same data is asked for again and
-    again: a second run, a comparison, the Augment tab's samples). Callers must not modify it."""
-    from ..datasets import load_dataset
+def load_data(config):
+    """The data a TrainConfig trains on (training.load_data, as the CLI builds it), remembering the
+    last few (the same data is asked for again and again: a second run, a comparison, the Augment
+    tab's samples). Callers must not modify it."""
+    from ..training import data_key, load_data as build
 
-    subset_train = int(subset_train) if subset_train else None
-    subset_test = int(subset_test) if subset_test else None
-    key = (name, data_root, subset_train, subset_test, seed, image_size)
+    key = data_key(config)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    options = {}
-    if name == "shapes":
-        # shapes is generated on the fly: make only as many images as asked for, not 12,000
-        # to then throw most away (generation is the slow part). A subset is never larger than the
-        # full dataset, or one API call could make the server generate millions of images.
-        for split, size, full in (("train", subset_train, SHAPES_FULL[0]),
-                                  ("test", subset_test, SHAPES_FULL[1])):
-            if size and size > full:
-                kind = "training" if split == "train" else "test"
-                raise ValueError(f"subset_{split}={size} is larger than the {full} {kind} images "
-                                 f"of 'shapes'.")
-        options = {"n_train": subset_train or SHAPES_FULL[0], "n_test": subset_test or SHAPES_FULL[1]}
-        subset_train = subset_test = None
-    if name.startswith("folder:") and image_size:
-        options["image_size"] = int(image_size)
-    data = load_dataset(name, data_root=data_root, subset_train=subset_train,
-                        subset_test=subset_test, seed=seed, **options)
+    data = build(config)
     with _CACHE_LOCK:
         _CACHE[key] = data
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return data
+
+
+def sample_data(name: str, data_root: str | None = None):
+    """A dataset to show examples from: all of a downloaded one, a few hundred generated shapes."""
+    from ..training import TrainConfig
+
+    sizes = {"subset_train": 400, "subset_test": 200} if name == "shapes" else {}
+    return load_data(TrainConfig(dataset=name, data_root=data_root, val_fraction=0, **sizes))
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
@@ -127,10 +134,8 @@ def example_images(settings) -> list[str]:
 
 def dataset_sample(name: str, index: int, data_root: str | None = None, split: str = "test"):
     """One uint8 (C, H, W) image of a dataset and its class name."""
-    data = load_data(name, data_root, subset_train=None if name != "shapes" else 200,
-                     subset_test=None if name != "shapes" else 200)
-    images = data.test_images if split == "test" else data.train_images
-    labels = data.test_labels if split == "test" else data.train_labels
+    data = sample_data(name, data_root)
+    images, labels = data.split(split)
     i = int(index) % len(images)
     return images[i], data.classes[int(labels[i])]
 
@@ -149,11 +154,6 @@ def enlarge(array, min_side: int = 128):
 
     factor = max(1, -(-min_side // max(array.shape[0], array.shape[1])))
     return np.kron(array, np.ones((factor, factor, 1), dtype=array.dtype)) if factor > 1 else array
-
-
-def figure(fig):
-    """Hand a matplotlib figure to gr.Plot (kept as one function in case we switch to images)."""
-    return fig
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -184,34 +184,3 @@ def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds} s"
     return f"{seconds // 60} min {seconds % 60:02d} s"
-
-
-# What showing a run live costs the run (benchmarks/app_overhead.py): on a 2-core machine every CPU
-# second the server spends is taken from one of the training's two threads, and those two wait for
-# each other at every op, so the run loses about twice what the server uses. Hence the Train and
-# Compare tabs send their status line every STATUS_EVERY seconds, and redraw their figures only
-# while drawing them (and gradio's handling of the result) stays within RENDER_BUDGET of the wall
-# time, but at least every RENDER_MAX seconds. A loss curve takes ~0.13 s to draw and an epoch's
-# three figures ~0.4 s. Measured side by side: with a status line every second and a 3% budget
-# the app used 6.5% of the machine while a run trained, and the run went at 0.74 of the CLI's
-# speed; with these, 2.0% and 1.01.
-STATUS_EVERY, RENDER_BUDGET, RENDER_MAX = 2.0, 0.01, 15.0
-
-
-def redraw_wait(draw_cost: float) -> float:
-    """Seconds from one redraw to the next, after one that took `draw_cost` seconds."""
-    return min(RENDER_MAX, max(STATUS_EVERY, draw_cost / RENDER_BUDGET))
-
-
-def drain(q, timeout: float):
-    """Events waiting in q, blocking up to `timeout` for the first one."""
-    import queue as _queue
-
-    items = []
-    try:
-        items.append(q.get(timeout=timeout))
-        while True:
-            items.append(q.get_nowait())
-    except _queue.Empty:
-        pass
-    return items

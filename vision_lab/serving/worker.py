@@ -30,7 +30,7 @@ import signal
 import threading
 from typing import Callable
 
-PRELOAD = ["vision_lab.training", "vision_lab.experiments"]
+PRELOAD = ["vision_lab.training", "vision_lab.lessons"]
 _END = "__vision_lab_end__"
 # Runs yield the cores to the app's own requests: a visitor classifying while another trains gets
 # an answer at once, and the run loses only what those requests use (nothing when none come).
@@ -214,13 +214,13 @@ class ProcessRun:
 
 def train_in_process(config, data, stop: threading.Event | None = None) -> ProcessRun:
     """`training.train(config, data=data)` in a child process."""
-    from .training import train
+    from ..training import train
 
     return ProcessRun(train, stop=stop, config=config, data=data)
 
 
-def compare_in_process(runs, data, out_dir, stop: threading.Event | None = None) -> ProcessRun:
-    """`experiments.run_comparison(runs, data, out_dir=...)` in a child process."""
-    from .experiments import run_comparison
+def compare_in_process(plan, data, out_dir, stop: threading.Event | None = None) -> ProcessRun:
+    """`lessons.run_comparison(plan, data, out_dir=...)` in a child process."""
+    from ..lessons import run_comparison
 
-    return ProcessRun(run_comparison, stop=stop, runs=runs, data=data, out_dir=out_dir)
+    return ProcessRun(run_comparison, stop=stop, plan=plan, data=data, out_dir=out_dir)

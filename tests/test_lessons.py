@@ -1,0 +1,175 @@
+"""The Compare tab's library: every lesson builds valid runs, a comparison runs each over its
+seeds, and every lesson's claim holds on real data by more than its seed-to-seed spread."""
+import threading
+
+import pytest
+
+from vision_lab.datasets import load_dataset
+from vision_lab.lessons import (LESSONS, SIZES, SUMMARY_COLUMNS, Claim, Plan, build_plan,
+                                check_requirements, custom_plan, format_spread, run_comparison,
+                                run_lesson, summary_row, verdict)
+from vision_lab.training import BatchEnd, EpochEnd, RunEnd, TrainConfig, data_key
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_lesson_builds_valid_configs_on_one_dataset(name, size):
+    plan = build_plan(name, "shapes", size)
+    assert len(plan.runs) >= 2 and plan.seeds == SIZES[size]["seeds"]
+    labels = [label for label, _ in plan.runs]
+    assert len(set(labels)) == len(labels)
+    for _, config in plan.runs:
+        assert isinstance(config, TrainConfig)
+        config.validate()
+        # All runs of a lesson train on the same data, loaded once.
+        assert data_key(config) == data_key(plan.runs[0][1])
+    if size == "quick":
+        assert all(c.epochs <= SIZES["quick"]["epochs"] for _, c in plan.runs)
+    # The claim is about runs the lesson has.
+    assert set(plan.claim.weights) <= set(labels)
+
+
+def test_lessons_compare_what_they_say():
+    perm = dict(build_plan("Pixel permutation").runs)
+    assert len(perm) == 4
+    assert perm["MLP 8-8"].model_options["hidden_sizes"] == [8, 8]
+    assert [c.permute_pixels for c in perm.values()] == [False, True, False, True]
+    bn = [c.model_options["batch_norm"] for _, c in build_plan("BatchNorm vs none").runs]
+    assert bn == [True, False]
+    augment = build_plan("Augmentation vs none (the overfitting gap)", "mnist")
+    assert [c.augment for _, c in augment.runs] == ["none", "digits"]
+    assert augment.claim.metric == "gap"
+    assert [c.scheduler for _, c in build_plan("LR schedulers").runs] == ["none", "step", "cosine"]
+    resnet = [c for _, c in build_plan("Pretrained vs from-scratch ResNet18").runs]
+    assert resnet[0].pretrained and resnet[0].freeze_epochs == 1 and not resnet[1].pretrained
+
+
+def test_unknown_lesson_and_size_are_plain_errors():
+    with pytest.raises(ValueError, match="Unknown lesson"):
+        build_plan("nope")
+    with pytest.raises(ValueError, match="Unknown size"):
+        build_plan("MLP vs CNN", size="huge")
+
+
+def test_custom_runs_from_table_rows():
+    rows = [{"label": "bn", "model": "cnn", "batch_norm": "true", "lr": 0.01, "scheduler": "cosine"},
+            {"label": "", "model": "mlp", "augment": "light", "epochs": 2},
+            {"model": ""}]
+    plan = custom_plan(rows, "shapes", "default")
+    assert [label for label, _ in plan.runs] == ["bn", "2: mlp"]
+    assert plan.runs[0][1].lr == 0.01 and plan.runs[0][1].scheduler == "cosine"
+    assert plan.runs[1][1].augment == "light" and plan.runs[1][1].epochs == 2
+    assert plan.claim is None and plan.seeds == 3
+    with pytest.raises(ValueError, match="unknown model"):
+        custom_plan([{"model": "transformer"}])
+    with pytest.raises(ValueError, match="learning rate"):
+        custom_plan([{"model": "cnn", "lr": 0}])
+    with pytest.raises(ValueError, match="at most 4"):
+        custom_plan([{"model": "cnn", "label": str(i)} for i in range(5)])
+
+
+def test_check_requirements_passes_without_pretrained_runs():
+    check_requirements(build_plan("MLP vs CNN"))
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes():
+    return load_dataset("shapes", subset_train=120, subset_test=48, val_fraction=0.2)
+
+
+def _tiny(plan, seeds=1):
+    runs = [(label, TrainConfig(**{**config.to_dict(), "epochs": 1, "batch_size": 32, "subset_train": 120,
+                                   "subset_test": 48, "val_fraction": 0.2}))
+            for label, config in plan.runs]
+    return Plan(runs, seeds, plan.claim)
+
+
+def test_run_comparison_runs_every_seed_and_summarises_each_run(tiny_shapes, tmp_path):
+    plan = _tiny(build_plan("MLP vs CNN", "shapes", "quick"), seeds=2)
+    seen, ends = {}, {}
+    order = []
+    for label, seed, ev in run_comparison(plan, tiny_shapes, out_dir=tmp_path):
+        seen.setdefault(label, set()).add(type(ev))
+        if isinstance(ev, RunEnd):
+            ends.setdefault(label, []).append(ev)
+            order.append((label, seed))
+    # Seeds go round the runs, so a stopped comparison still compares like with like.
+    assert order == [("MLP", 0), ("CNN", 0), ("MLP", 1), ("CNN", 1)]
+    for label in seen:
+        assert {BatchEnd, EpochEnd, RunEnd} <= seen[label]
+        assert all(e.reason == "completed" and "seed" in e.checkpoint for e in ends[label])
+    # Different seeds train differently on the same data.
+    assert ends["CNN"][0].history[0]["train_loss"] != ends["CNN"][1].history[0]["train_loss"]
+    rows = [summary_row(label, config, ends[label], tiny_shapes) for label, config in plan.runs]
+    assert [r["run"] for r in rows] == ["MLP", "CNN"]
+    for row in rows:
+        assert set(row) == set(SUMMARY_COLUMNS) and row["seeds"] == 2
+        assert row["parameters"] > 1000 and row["seconds per epoch"] > 0
+        assert " ± " in row["test acc (%)"] and " ± " in row["best val acc (%)"]
+    # The MLP has more parameters than the CNN at 32x32: a point the lesson makes.
+    assert rows[0]["parameters"] > rows[1]["parameters"]
+
+
+def test_a_comparison_refuses_runs_on_different_data(tiny_shapes):
+    runs = [("a", TrainConfig(subset_train=100)), ("b", TrainConfig(subset_train=200))]
+    with pytest.raises(ValueError, match="same data"):
+        next(run_comparison(Plan(runs, 1), tiny_shapes))
+
+
+def test_stop_ends_the_comparison(tiny_shapes, tmp_path):
+    plan = _tiny(build_plan("Pixel permutation", "shapes", "quick"))
+    stop = threading.Event()
+    labels = []
+    for label, _, ev in run_comparison(plan, tiny_shapes, stop, out_dir=tmp_path):
+        labels.append(label)
+        if isinstance(ev, BatchEnd):
+            stop.set()
+    assert set(labels) == {"MLP 8-8"}
+
+
+def _end(test_acc, train_acc=0.9, val_acc=0.8):
+    history = [{"epoch": 1, "train_acc": train_acc, "val_acc": val_acc}]
+    return RunEnd("completed", "", 1, history, None, {"test_acc": test_acc})
+
+
+def test_a_verdict_needs_a_margin_larger_than_the_seed_spread():
+    claim = Claim("the CNN beats the MLP", {"CNN": 1, "MLP": -1})
+    clear = verdict(claim, {"CNN": [_end(0.80), _end(0.82), _end(0.81)],
+                            "MLP": [_end(0.70), _end(0.71), _end(0.69)]})
+    assert clear.holds and clear.per_seed == pytest.approx([10, 11, 12])
+    assert clear.margin == pytest.approx(11) and clear.spread == pytest.approx(1)
+    assert clear.text == ("The CNN beats the MLP: by 11.0 ± 1.0 points of test accuracy over 3 "
+                          "seeds, more than the seed-to-seed spread.")
+    noisy = verdict(claim, {"CNN": [_end(0.80), _end(0.70), _end(0.90)],
+                            "MLP": [_end(0.75), _end(0.78), _end(0.77)]})
+    assert noisy.holds is False and noisy.text.startswith("Not shown this time: the CNN beats the MLP")
+    one = verdict(claim, {"CNN": [_end(0.8)], "MLP": [_end(0.7)]})
+    assert one.holds is None and "with one seed" in one.text
+    assert verdict(claim, {"CNN": [_end(0.8)], "MLP": []}) is None
+    gap = verdict(Claim("augmentation narrows the gap", {"plain": 1, "aug": -1}, metric="gap"),
+                  {"plain": [_end(0.7, train_acc=1.0, val_acc=0.7)] * 2,
+                   "aug": [_end(0.7, train_acc=0.8, val_acc=0.75), _end(0.7, train_acc=0.8, val_acc=0.7)]})
+    assert gap.per_seed == pytest.approx([25, 20]) and gap.holds
+    assert format_spread([0.5, 0.6]) == "55.0 ± 7.1" and format_spread([0.5]) == "50.0"
+    assert format_spread([None]) is None
+
+
+# ---- every lesson's claim, measured -------------------------------------------------------------
+
+CLAIMED = [name for name, lesson in LESSONS.items() if not lesson.needs_pretrained]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLAIMED)
+def test_every_lesson_claim_holds_on_shapes_beyond_its_seed_spread(name, tmp_path):
+    result = run_lesson(name, "shapes", "default", out_dir=tmp_path)
+    print(f"{name}: {result.verdict.text} ({result.seconds:.0f} s)")
+    assert result.verdict.holds, result.verdict.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLAIMED)
+def test_every_lesson_claim_holds_on_real_mnist_beyond_its_seed_spread(name, shared_mnist, tmp_path):
+    result = run_lesson(name, "mnist", "default", data_root=str(shared_mnist), out_dir=tmp_path)
+    print(f"{name}: {result.verdict.text} ({result.seconds:.0f} s)")
+    assert result.verdict.holds, result.verdict.text
