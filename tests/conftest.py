@@ -1,4 +1,6 @@
 import os
+import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -10,11 +12,49 @@ sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# Tests give the same answer with or without internet: they run offline. Processes they start get
+# a proxy that refuses every connection (urllib, which torchvision's dataset downloads and torch.hub
+# use, reads it), so a download fails at once, as it does on a machine without internet.
+_DEAD_PROXY = "http://127.0.0.1:9"
+OFFLINE_ENV = {"http_proxy": _DEAD_PROXY, "https_proxy": _DEAD_PROXY, "HTTP_PROXY": _DEAD_PROXY,
+               "HTTPS_PROXY": _DEAD_PROXY, "no_proxy": "127.0.0.1,localhost",
+               "NO_PROXY": "127.0.0.1,localhost"}
+_LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
-    """Runs and downloads go to a temp dir, never into the repo's checkpoints/ or data/."""
+    """Runs and downloads go to a temp dir, never into the repo's checkpoints/ or data/, nor into
+    the user's torch cache (where pretrained weights already downloaded would be found)."""
     monkeypatch.setenv("VISION_LAB_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("VISION_LAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test reaches past this machine. The processes a test starts inherit OFFLINE_ENV; in this
+    process only local names resolve, since urllib may have read the proxy settings before a test
+    set them. A test that needs a download to succeed fakes it."""
+    for name, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    resolve = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in _LOCAL_HOSTS:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests run offline: {host} is not looked up")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(items):
+    """A test that launches the app or a browser is slow (see pyproject.toml), whether or not its
+    file says so."""
+    for item in items:
+        if {"app_url", "browser"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -44,8 +84,9 @@ class LaunchedApp:
 
         self.home = Path(home)
         port = _free_port()
-        env = {**os.environ, "VISION_LAB_CHECKPOINTS": str(self.home / "checkpoints"),
-               "VISION_LAB_DATA": str(self.home / "data"), "GRADIO_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, **OFFLINE_ENV, "VISION_LAB_CHECKPOINTS": str(self.home / "checkpoints"),
+               "VISION_LAB_DATA": str(self.home / "data"), "TORCH_HOME": str(self.home / "torch"),
+               "GRADIO_ANALYTICS_ENABLED": "False"}
         self.log = open(self.home / "app.log", "w")
         self.proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
                                       *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -102,15 +143,20 @@ def app_url(tmp_path_factory):
     app.close()
 
 
+# The browser tests drive the `chromium` on PATH (Debian's: apt-get install -y chromium); .ci/run
+# installs it when `command -v chromium` finds none, the same rule.
+CHROMIUM = shutil.which("chromium")
+
+
 @pytest.fixture(scope="session")
 def browser():
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    if not CHROMIUM:
+        pytest.skip("chromium is not on PATH (Debian: apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         yield b
@@ -126,4 +172,11 @@ def browser_page(browser, app_url):
     context.close()
 
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots: a temp folder, so that running the tests
+    changes no tracked file. `VISION_LAB_SCREENSHOTS=docs/screenshots` refreshes the README's."""
+    chosen = os.environ.get("VISION_LAB_SCREENSHOTS")
+    folder = ROOT / chosen if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

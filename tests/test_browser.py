@@ -1,12 +1,11 @@
 """The Augment, Train and Compare tabs in a real browser (Debian Chromium via Playwright).
 
-Each test leaves a screenshot in docs/screenshots/<tab>.png for the README.
+Each test saves a screenshot of its tab, <tab>.png, in a temp folder;
+`VISION_LAB_SCREENSHOTS=docs/screenshots` puts them where the README shows them (see conftest.py).
 """
 import time
 
 import pytest
-
-from conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +19,7 @@ def _plot_src(page, selector):
     return img.first.get_attribute("src") if img.count() else None
 
 
-def test_augment_tab_shows_a_grid(browser_page):
+def test_augment_tab_shows_a_grid(browser_page, screenshots):
     page = browser_page
     _open_tab(page, "Augment")
     # Change a control: switch vertical flips on.
@@ -34,11 +33,10 @@ def test_augment_tab_shows_a_grid(browser_page):
     assert images.count() >= 16
     code = page.locator(".cm-content").first.inner_text()
     assert "RandomVerticalFlip" in code and "v2.Compose" in code
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "augment.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "augment.png"), full_page=True)
 
 
-def test_train_tab_live_curves_and_stop(browser_page):
+def test_train_tab_live_curves_and_stop(browser_page, screenshots):
     page = browser_page
     _open_tab(page, "Train")
     page.get_by_label("Epochs").fill("30")      # long enough that Stop has something to stop
@@ -61,10 +59,10 @@ def test_train_tab_live_curves_and_stop(browser_page):
     took = time.time() - pressed
     assert took < 5, f"Stop took {took:.1f} s"
     assert "kept epoch" in status.inner_text() or "nothing was saved" in status.inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "train.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "train.png"), full_page=True)
 
 
-def test_compare_tab_quick_preset_table(browser_page):
+def test_compare_tab_quick_preset_table(browser_page, screenshots):
     page = browser_page
     _open_tab(page, "Compare")
     page.get_by_label("quick").check()
@@ -75,4 +73,4 @@ def test_compare_tab_quick_preset_table(browser_page):
     assert "MLP" in table and "CNN" in table
     # Wait for the overlay plot to be drawn before the screenshot.
     page.locator("#compare-acc-plot img").first.wait_for(timeout=30_000)
-    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "compare.png"), full_page=True)

@@ -171,3 +171,21 @@ def test_the_app_starts_no_thread_of_its_own_before_torchvision_is_imported(tmp_
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("path, served", [
+    ("/gradio_api/file=/srv/runs/.private/ab12/run.safetensors", False),
+    ("/gradio_api/file=.private/ab12/run.safetensors", False),          # relative to the app's folder
+    ("/gradio_api/file/srv/runs/.PRIVATE/ab12/run.safetensors", False),  # a file system ignoring case
+    ("/gradio_api/file=C:\\runs\\.private\\ab12\\run.safetensors", False),
+    ("/gradio_api/file=/srv/runs/%252Eprivate/ab12/run.safetensors", False),  # encoded twice
+    ("/gradio_api/file=/srv/runs/shared/run.safetensors", True),
+    ("/gradio_api/file=/srv/runs/not.private/run.safetensors", True),
+])
+def test_no_url_through_a_private_folder_is_served(path, served):
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    client = TestClient(storage.HidePrivateRuns(PlainTextResponse("the file")))
+    response = client.get(path)
+    assert (response.status_code, response.text) == ((200, "the file") if served else (404, "Not found"))

@@ -10,6 +10,8 @@ import math
 
 import gradio as gr
 
+from .gradio_internals import drawn_as
+
 
 def _checked(field, payload):
     """`payload` as a finite number within the field's bounds, or gr.Error naming the field."""
@@ -36,17 +38,13 @@ def _checked(field, payload):
     return payload
 
 
+@drawn_as("number")  # the browser draws it as a plain gr.Number
 class Number(gr.Number):
-    def get_block_name(self) -> str:
-        return "number"  # the browser draws it as a plain gr.Number
-
     def preprocess(self, payload):
         return super().preprocess(_checked(self, payload))
 
 
+@drawn_as("slider")
 class Slider(gr.Slider):
-    def get_block_name(self) -> str:
-        return "slider"
-
     def preprocess(self, payload):
         return super().preprocess(_checked(self, payload))

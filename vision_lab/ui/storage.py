@@ -4,7 +4,8 @@ retention and clean-up.
 A visitor is a browser (a random token in a cookie the page sets, so a reload keeps your runs) or,
 where there is no cookie (an API client), the Gradio session. Runs go to
 `<runs folder>/.private/<hash of the visitor>/`: hidden folders are never listed, so nobody else's
-picker shows them. "Share" copies a run into `<runs folder>/shared/`, which everybody sees.
+picker shows them, and no URL serves a file from them (`HidePrivateRuns`). "Share" copies a run
+into `<runs folder>/shared/`, which everybody sees.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 OWNER_COOKIE = "vision_lab_owner"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -40,6 +42,35 @@ def owner_of(request) -> str | None:
         return f"browser:{token}"
     session = getattr(request, "session_hash", None)
     return f"session:{session}" if session else None
+
+
+class HidePrivateRuns:
+    """ASGI middleware: every URL whose path goes through a `.private` folder gets 404.
+
+    gradio serves any file under launch(allowed_paths=...) at /gradio_api/file=<path>, and the runs
+    folder has to be allowed: the Train tab hands a finished run to its owner from there, wherever
+    --checkpoints puts it. gradio first copies such a download into its cache, under a folder named
+    by the file's contents, and its owner fetches that copy; so no one ever needs a `.private` path,
+    and refusing them all keeps a run private even from someone who has seen its path (it is in
+    the run summary that /train returns).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _goes_through_private(scope["path"]):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _goes_through_private(url_path: str) -> bool:
+    # The server has decoded the path once; decoding again only refuses more. "=" ends the route's
+    # own name ("file=<path>"); the case is ignored, as macOS and Windows file systems ignore it.
+    return PRIVATE in re.split(r"[/\\=]", unquote(url_path).lower())
 
 
 def owner_dir(settings, owner: str | None) -> Path | None:

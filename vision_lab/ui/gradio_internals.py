@@ -1,0 +1,47 @@
+"""Every place Vision Lab relies on a part of gradio that gradio does not promise to keep.
+
+Checked with gradio 6.0.0, 6.28.0 (the floor in requirements.txt) and 6.31.0. After a gradio upgrade, run
+`python -m pytest tests/test_gradio_internals.py`: it fails, naming the attribute, when one of these
+is gone or no longer does what we use it for.
+"""
+from __future__ import annotations
+
+import warnings
+
+
+def drawn_as(block_name: str):
+    """Class decorator: the browser draws this gradio component subclass as gradio's built-in
+    `block_name` component ("image", "number", ...).
+
+    The page picks a component's Svelte code by `get_block_name()`, and `gr.load()` rebuilds it by
+    `get_block_class()`; both default to the lowercased class name, so a subclass such as
+    `LenientImage` would ask for a "lenientimage" component that the browser does not have.
+    """
+    def decorate(cls):
+        cls.get_block_name = lambda self: block_name
+        cls.get_block_class = lambda self: block_name
+        return cls
+
+    return decorate
+
+
+def calm_queue(demo, poll: float = 0.025) -> None:
+    """Make gradio's queue look for new work every `poll` seconds instead of every millisecond.
+
+    Its default loop wakes about 1,000 times a second even when nobody uses the app: 0.066 core-s
+    a second on the 2-core test machine, taken from a training there. Each wake-up costs ~0.23 ms:
+    at 10 ms that was still 0.027 core-s a second, half of all the app spends while it shows a
+    training (benchmarks/app_overhead.py); at 25 ms it measured 0.009. A request waits for the next
+    wake-up: 12 ms on average, against the 60-200 ms a call through gradio_client takes.
+    Call after `demo.queue()`. A gradio without these settings still serves, only busier: say so.
+    """
+    queue = getattr(demo, "_queue", None)
+    names = ("sleep_when_free", "progress_update_sleep_when_free")
+    if queue is None or not all(hasattr(queue, name) for name in names):
+        warnings.warn("This gradio's queue has no sleep_when_free settings: the idle app keeps "
+                      "polling every millisecond (see vision_lab/ui/gradio_internals.py).",
+                      stacklevel=2)
+        return
+    queue.sleep_when_free = max(queue.sleep_when_free, poll)
+    # Progress updates are only looked for; nothing is lost by looking less often.
+    queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 10 * poll)
