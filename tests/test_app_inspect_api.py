@@ -226,3 +226,55 @@ def test_empty_sketch_and_missing_image_are_plain_errors(settings):
         classify(settings, None, None, ["tiny_cnn"])
     with pytest.raises(gr.Error):
         classify(settings, str(EXAMPLES / "digit_7.png"), None, [])
+
+
+# ---- the Draw tab's first touch: a white page and a digit model -----------------------------------
+
+def test_a_blank_page_is_an_empty_sketch_and_a_stroke_is_not():
+    from vision_lab.ui.feature_maps import sketch_image
+
+    page = np.full((400, 400, 4), 255, np.uint8)
+    assert sketch_image({"composite": page}) is None
+    page[100:300, 190:210, :3] = 0
+    assert sketch_image({"composite": page}) is page
+
+
+def test_a_drawing_switches_to_a_digit_model_when_none_is_picked(settings):
+    from vision_lab.ui.feature_maps import digit_model_instead
+
+    folder = Path(settings.checkpoint_dirs[0])
+    digit = digit_model_instead(settings, str(folder / "tiny_cnn.safetensors"))
+    assert Path(digit).stem in ("tiny_mlp", "perm_cnn")  # 1 channel, 28 px, trained on mnist
+    assert digit_model_instead(settings, ["tiny_cnn", "nope"]) == [digit]
+    assert digit_model_instead(settings, ["tiny_cnn", "perm_cnn"]) is None  # one is a digit model
+    assert digit_model_instead(settings, None) == digit
+
+    # The shipped mnist_cnn comes first, whatever the order of the folder.
+    torch.manual_seed(0)
+    save_checkpoint(folder / "mnist_cnn.safetensors", create_model("cnn", 10, 1, 28), _meta("cnn", 1, 28))
+    assert Path(digit_model_instead(settings, "tiny_cnn")).stem == "mnist_cnn"
+
+
+def test_no_digit_model_leaves_the_pick_alone(settings):
+    from vision_lab.ui.feature_maps import digit_model_instead, pick_digit_model
+
+    folder = Path(settings.checkpoint_dirs[0])
+    for name in ("tiny_mlp", "perm_cnn"):
+        (folder / f"{name}.safetensors").unlink()
+    assert digit_model_instead(settings, "tiny_cnn") is None
+    picked, note = pick_digit_model(settings, ["tiny_cnn"])
+    assert picked == note == {"__type__": "update"}  # gr.skip(): nothing changes
+
+
+def test_opening_draw_says_which_model_it_picked(settings):
+    from vision_lab.ui.feature_maps import pick_digit_model
+
+    picked, note = pick_digit_model(settings, ["tiny_cnn"])
+    assert len(picked) == 1 and f"**{Path(picked[0]).stem}**" in note
+
+
+def test_grad_cam_for_a_class_the_model_does_not_have_says_so(settings):
+    from vision_lab.ui.feature_maps import run_feature_maps
+
+    with pytest.raises(ValueError, match="tiny_cnn has no such class; its classes are 0, 1, 2"):
+        run_feature_maps(settings, "tiny_cnn", str(EXAMPLES / "scene.png"), cam_class="circle")

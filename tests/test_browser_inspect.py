@@ -3,8 +3,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCREENSHOTS
-
 ROOT = Path(__file__).resolve().parents[1]
 
 # Digits as mouse strokes in a unit box (x right, y down).
@@ -46,6 +44,13 @@ def draw(page, strokes, box, steps=15):
         page.mouse.up()
 
 
+def wait_for_the_brush(page, sketch_id, timeout=15_000):
+    """Wait until the sketchpad is ready to draw on: its brush is chosen."""
+    page.wait_for_function(
+        "id => document.querySelector(`#${id} button[title=Brush]`)?.classList.contains('highlight')",
+        arg=sketch_id, timeout=timeout)
+
+
 def top_label_becomes(page, label_id, digit, timeout=30_000):
     """Wait until a gr.Label's top class starts with `digit`; return the top class it shows."""
     heading = page.locator(f"{label_id} [data-testid=label-output-value]")
@@ -59,7 +64,7 @@ def top_label_becomes(page, label_id, digit, timeout=30_000):
     return heading.inner_text().strip() if heading.count() else "(no answer)"
 
 
-def test_feature_maps_tab(browser_page):
+def test_feature_maps_tab(browser_page, screenshots):
     need("shapes_cnn")
     page = browser_page
     open_tab(page, "Feature maps")
@@ -72,30 +77,72 @@ def test_feature_maps_tab(browser_page):
     label = page.locator("#fm-label")
     label.get_by_text("%").first.wait_for(timeout=10_000)
     assert "star" in label.inner_text()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "feature_maps.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "feature_maps.png"), full_page=True)
 
 
-def test_classify_tab_recognises_digits_drawn_with_the_mouse(browser_page):
+def test_classify_tab_recognises_digits_drawn_with_the_mouse(browser_page, screenshots):
     need("mnist_cnn")
     page = browser_page
     open_tab(page, "Classify")
     pick(page, "classify-checkpoints", "mnist_cnn", multiselect=True)
     page.locator("#classify-sketch-tab-button").click()
+    wait_for_the_brush(page, "classify-sketch")
     sketch = page.locator("#classify-sketch")
     canvas = sketch.locator("canvas").first
-    canvas.wait_for()
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    label = page.locator("#classify-label-0")
     for digit in ("1", "7", "4"):
+        # Clearing chooses the brush again: no tool button is touched.
         sketch.get_by_role("button", name="Clear canvas").click()
-        # Clearing resets the tool: pick the brush again before drawing.
-        sketch.get_by_role("button", name="Brush").click()
+        wait_for_the_brush(page, "classify-sketch")
         draw(page, DIGITS[digit], (cx - 80, cy - 110, 160, 220))
         page.locator("#classify-run").click()
         top = top_label_becomes(page, "#classify-label-0", digit)
         assert top.split()[0] == digit, f"drew {digit}, the model read {top!r}"
     page.locator("#classify-seen-0 img").first.wait_for()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "classify.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "classify.png"), full_page=True)
+
+
+def test_first_touch_a_seven_drawn_at_once_goes_to_a_digit_model(browser_page, screenshots):
+    """A student opens Classify, then Draw, and draws: the page says what to do, the brush is
+    already chosen (no tool button is touched), and a digit model is picked for the drawing even
+    though the model picked before was not one."""
+    need("mnist_cnn")
+    page = browser_page
+    open_tab(page, "Classify")
+    if (ROOT / "checkpoints" / "shapes_cnn.safetensors").is_file():
+        pick(page, "classify-checkpoints", "shapes_cnn", multiselect=True)
+    page.locator("#classify-sketch-tab-button").click()
+    assert "Draw a digit" in page.locator("#classify-draw-hint").inner_text()
+    sketch = page.locator("#classify-sketch")
+    brush = sketch.get_by_role("button", name="Brush", exact=True)
+    wait_for_the_brush(page, "classify-sketch")
+    page.locator("#classify-checkpoints").get_by_text("mnist_cnn").wait_for(timeout=10_000)
+    assert "select the draw tool" not in sketch.inner_text()
+    canvas = sketch.locator("canvas").first
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    draw(page, DIGITS["7"], (cx - 80, cy - 110, 160, 220))
+    page.locator("#classify-run").click()
+    top = top_label_becomes(page, "#classify-label-0", "7")
+    assert top.split()[0] == "7", f"drew 7, the model read {top!r}"
+    assert page.locator("#classify-label-0 [data-testid=block-label]").inner_text().strip() == "mnist_cnn"
+    assert "highlight" in brush.get_attribute("class")
+    page.screenshot(path=str(screenshots / "classify_first_touch.png"), full_page=True)
+
+
+def test_opening_draw_in_feature_maps_chooses_the_brush_and_a_digit_model(browser_page):
+    need("mnist_cnn")
+    need("shapes_cnn")
+    page = browser_page
+    open_tab(page, "Feature maps")
+    pick(page, "fm-checkpoint", "shapes_cnn")
+    page.locator("#fm-sketch-tab-button").click()
+    wait_for_the_brush(page, "fm-sketch")
+    page.wait_for_function(
+        "() => document.querySelector('#fm-checkpoint input').value.startsWith('mnist_cnn')",
+        timeout=10_000)
+    assert "Show feature maps" in page.locator("#fm-draw-hint").inner_text()
+    # The white page with nothing drawn on it is an empty sketch, not a white image.
+    page.locator("#fm-run").click()
+    page.get_by_text("The sketch is empty: draw a digit first.").first.wait_for(timeout=15_000)

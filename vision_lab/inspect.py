@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from torch import nn
 
+from .models import conv_layers
+
 NO_SPATIAL_MESSAGE = (
     "A fully connected network has no spatial feature maps: it flattens the image "
     "into one long vector first, so each hidden unit sees every pixel."
@@ -32,14 +34,8 @@ class NoSpatialFeatures(ValueError):
 # --- helpers ----------------------------------------------------------------
 
 
-def _conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    # named_modules() visits modules in definition order, which is forward order
-    # for the models in this lab.
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
 def _require_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    convs = _conv_layers(model)
+    convs = conv_layers(model)
     if not convs:
         raise NoSpatialFeatures()
     return convs
@@ -56,7 +52,7 @@ def _fast_layout(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     CPU convolutions run about twice as fast on channels_last input for 3-channel images (no
     slower for 1 channel); an MLP would only pay for a copy when it flattens the batch.
     """
-    if batch.dim() == 4 and _conv_layers(model):
+    if batch.dim() == 4 and conv_layers(model):
         return batch.contiguous(memory_format=torch.channels_last)
     return batch
 
@@ -230,7 +226,7 @@ def _cam_layer(model: nn.Module, name: str | None, x: torch.Tensor) -> nn.Module
     if name is not None:
         modules = dict(model.named_modules())
         if name not in modules:
-            raise ValueError(f"no layer named {name!r}; conv layers: {[n for n, _ in _conv_layers(model)]}")
+            raise ValueError(f"no layer named {name!r}; conv layers: {[n for n, _ in conv_layers(model)]}")
         return modules[name]
     # A 1x1 map says nothing about *where*, and ResNet-18 shrinks 28-32 px images
     # to 1x1 by its last conv, so default to the last conv that still has a layout.

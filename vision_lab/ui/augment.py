@@ -1,65 +1,114 @@
 """Augment tab: preview what a data-augmentation pipeline does to one image, and get its code.
 
 The controls are built from `transforms.OPS`, so every op the library supports shows up here with
-its parameters. The spec the controls describe is kept in a `gr.State` the Train tab can use.
+its parameters. Each control has a name (`fields`), which is also its parameter in the /augment
+API; the handlers get the controls by those names and turn them into a spec (`spec_from_values`).
+The spec the controls describe is kept in a `gr.State` the Train tab can use.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 
-from .common import chw_to_numpy, dataset_choices, enlarge, example_images, friendly_errors, sample_data
+from .common import (chw_to_numpy, dataset_choices, dataset_sample, enlarge, example_images,
+                     friendly_errors, sample_data, with_settings)
 from .fields import Number, Slider
 
 DEFAULT_SIZE = 64
-# Ops whose first effect is the image's size: their `size` follows the image-size slider.
+FIRST_PRESET = "standard"
+OPEN_AT_START = ("RandomCrop", "RandomHorizontalFlip", "ColorJitter", "RandomRotation")
 PREVIEW_NOTE = ("Normalize runs after augmentation and turns pixels into floats around 0; "
                 "the preview shows the images just before it.")
 
 
-class Control:
-    """One UI input for one op parameter (a range is two sliders: its min and its max)."""
+# ---- the controls and the spec they describe ------------------------------------------------------
 
-    def __init__(self, op, param, info, part=None):
-        self.op, self.param, self.info, self.part = op, param, info, part
-        self.component = None
+class Field(NamedTuple):
+    """One control: `use_<Op>` switches an op on (param None); `<Op>_<param>` sets a parameter,
+    and a range is two controls, `<Op>_<param>_min` and `_max` (part 0 and 1)."""
+    name: str
+    op: str
+    param: str | None = None
+    info: dict | None = None
+    part: int | None = None
 
 
-def _param_controls(op, params, step, size):
-    """The inputs for one op's parameters, showing `step` (its spec entry) or the defaults."""
-    controls = []
-    for name, info in params.items():
-        controls += [Control(op, name, info)] if info["type"] != "range" else [
-            Control(op, name, info, 0), Control(op, name, info, 1)]
-    values = _control_values(controls, step, size)
-    for c, value in zip(controls, values):
-        info = c.info
-        if info["type"] == "floats":
-            c.component = gr.Textbox(value=value, label=f"{c.param} (one per channel)", max_lines=1)
+def op_fields(op: str, params: dict):
+    yield Field(f"use_{op}", op)
+    for param, info in params.items():
+        if info["type"] == "range":
+            yield Field(f"{op}_{param}_min", op, param, info, 0)
+            yield Field(f"{op}_{param}_max", op, param, info, 1)
         else:
-            label = c.param if c.part is None else f"{c.param} {('min', 'max')[c.part]}"
-            c.component = Slider(info["min"], info["max"], value=value, step=info["step"],
-                                    label=label)
-    return controls
+            yield Field(f"{op}_{param}", op, param, info)
 
 
-def _control_values(controls, step, size):
-    out = []
-    for c in controls:
-        info = c.info
-        if step is not None and c.param in step:
-            v = step[c.param]
-        elif info["type"] == "size":
-            v = size
-        else:
-            v = info["default"]
-        if c.part is not None:
-            v = v[c.part] if isinstance(v, (list, tuple)) else v
-        if info["type"] == "floats":
-            v = ", ".join(f"{x:g}" for x in v) if v else "0.5, 0.5, 0.5"
-        elif info["type"] == "size" and isinstance(v, (list, tuple)):
-            v = v[0]
-        out.append(v)
-    return out
+def fields() -> list[Field]:
+    """Every op's controls, in the order the page shows them."""
+    from ..transforms import OPS
+
+    return [f for op, about in OPS.items() for f in op_fields(op, about["params"])]
+
+
+def field_value(field: Field, step: dict | None, size: int):
+    """What `field` shows for `step` (its op's spec entry; None when the op is off): the step's
+    own value, else the op's default (an output size: the preview's size)."""
+    if field.param is None:
+        return step is not None
+    info = field.info
+    if step is not None and field.param in step:
+        value = step[field.param]
+    else:
+        value = size if info["type"] == "size" else info["default"]
+    if field.part is not None and isinstance(value, (list, tuple)):
+        value = value[field.part]
+    if info["type"] == "floats":
+        return ", ".join(f"{x:g}" for x in value) if value else "0.5, 0.5, 0.5"
+    if info["type"] == "size" and isinstance(value, (list, tuple)):
+        return value[0]
+    return value
+
+
+def values_from_spec(spec, size) -> list:
+    """Every control's value (in `fields()` order) showing `spec`."""
+    by_op = {step["op"]: step for step in spec}
+    return [field_value(f, by_op.get(f.op), size) for f in fields()]
+
+
+def _parse(field: Field, raw):
+    kind = field.info["type"]
+    if kind == "floats":
+        try:
+            return [float(v) for v in str(raw).replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise gr.Error(f"{field.op}: {field.param} must be numbers separated by commas, "
+                           f"got {raw!r}.", print_exception=False) from None
+    if kind in ("int", "size"):
+        return int(round(raw))
+    return float(raw)
+
+
+def spec_from_values(values: dict, order=None) -> list[dict]:
+    """The (validated) spec the controls describe: the ops switched on, in `order` (the op order
+    of the preset applied last) and then in the page's order."""
+    from ..transforms import validate_spec
+
+    steps = {}
+    for f in fields():  # an op's checkbox comes before its parameters
+        if f.param is None:
+            if values[f.name]:
+                steps[f.op] = {"op": f.op}
+        elif f.op in steps:
+            value = _parse(f, values[f.name])
+            if f.part is None:
+                steps[f.op][f.param] = value
+            else:
+                steps[f.op].setdefault(f.param, [None, None])[f.part] = value
+    rank = {op: i for i, op in enumerate(order or [])}
+    page = list(dict.fromkeys(f.op for f in fields()))
+    ops = sorted(steps, key=lambda op: (rank.get(op, len(rank)), page.index(op)))
+    return validate_spec([steps[op] for op in ops])
 
 
 def resize_spec(spec, size):
@@ -67,56 +116,13 @@ def resize_spec(spec, size):
     return [{**s, "size": int(size)} if "size" in s else s for s in spec]
 
 
-def _value(control, raw):
-    kind = control.info["type"]
-    if kind == "floats":
-        try:
-            return [float(v) for v in str(raw).replace(";", ",").split(",") if v.strip()]
-        except ValueError:
-            raise gr.Error(f"{control.op}: {control.param} must be numbers separated by commas, "
-                           f"got {raw!r}.", print_exception=False) from None
-    if kind in ("int", "size"):
-        return int(round(raw))
-    return float(raw)
-
-
-def build_spec(ops, order, values):
-    """The spec the controls describe: enabled ops, in the preset's order when one was applied."""
-    values = iter(values)
-    steps = {}
-    for op, enabled, controls in ops:
-        on = next(values)
-        step = {"op": op}
-        for c in controls:
-            v = _value(c, next(values))
-            if c.part is None:
-                step[c.param] = v
-            else:
-                step.setdefault(c.param, [None, None])[c.part] = v
-        if on:
-            steps[op] = step
-    rank = {name: i for i, name in enumerate(order or [])}
-    names = [op for op, _, _ in ops]
-    return [steps[op] for op in sorted(steps, key=lambda o: (rank.get(o, len(rank)), names.index(o)))]
-
-
-def controls_from_spec(ops, spec, size):
-    """Values for every control (checkbox, then parameters) showing `spec`."""
-    by_op = {step["op"]: step for step in spec}
-    out = []
-    for op, _, controls in ops:
-        out.append(op in by_op)
-        out += _control_values(controls, by_op.get(op), size)
-    return out
-
+# ---- what the tab computes --------------------------------------------------------------------------
 
 def load_image(image, size):
     """uint8 (3, size, size) tensor of the chosen image; a shapes sample when none is given."""
     from ..preprocessing import image_to_tensor
 
     if image is None:
-        from .common import dataset_sample
-
         sample, _ = dataset_sample("shapes", 0)
         image = chw_to_numpy(sample)
     return image_to_tensor(image, channels=3, image_size=int(size))
@@ -138,149 +144,188 @@ def augment_images(image, spec, size, n, seed):
     return original, list(batch)
 
 
-def build(settings, augment_spec=None, tab=None):
-    from ..transforms import OPS, list_presets, preset, to_code, validate_spec
+# ---- the page --------------------------------------------------------------------------------------
+
+def layout(settings, spec) -> tuple[dict, dict, dict]:
+    """Draw the tab, its transform controls showing `spec`. Returns (form, controls, view): what
+    /augment takes by name (the controls among it), the controls alone, and the rest."""
+    from ..transforms import list_presets
 
     examples = example_images(settings)
-    ops = []  # (op name, enable checkbox, [Control])
-    first_preset = "standard"
-    spec0 = preset(first_preset, DEFAULT_SIZE)
-    by_op = {s["op"]: s for s in spec0}
-    if augment_spec is None:
-        augment_spec = gr.State(spec0)
-    else:
-        augment_spec.value = spec0
-
+    form, view = {}, {}
     gr.Markdown("Pick an image, switch transforms on, and see what the network would get to see. "
                 "Each transform's parameters are the torchvision v2 ones; the code below the grid "
                 "builds the same pipeline.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            image = gr.Image(label="Image (upload, pick an example, or sample a dataset)",
-                             type="numpy", sources=["upload", "clipboard"], height=240,
-                             value=examples[0] if examples else None)
+            form["image"] = gr.Image(label="Image (upload, pick an example, or sample a dataset)",
+                                     type="numpy", sources=["upload", "clipboard"], height=240,
+                                     value=examples[0] if examples else None)
             if examples:
-                gr.Examples(examples, inputs=image, label="Example images", examples_per_page=12)
+                gr.Examples(examples, inputs=form["image"], label="Example images",
+                            examples_per_page=12)
             with gr.Row():
-                dataset = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset", scale=2)
-                sample_btn = gr.Button("Sample from dataset", scale=1)
+                view["dataset"] = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset",
+                                              scale=2)
+                view["sample"] = gr.Button("Sample from dataset", scale=1)
             with gr.Row():
-                preset_name = gr.Dropdown(list_presets(), value=first_preset, label="Preset",
-                                          info="sets the controls below")
-                image_size = Slider(16, 256, value=DEFAULT_SIZE, step=1, label="Image size (px)",
-                                       info="the image is resized to this square first")
+                view["preset"] = gr.Dropdown(list_presets(), value=FIRST_PRESET, label="Preset",
+                                             info="sets the controls below")
+                form["size"] = Slider(16, 256, value=DEFAULT_SIZE, step=1, label="Image size (px)",
+                                      info="the image is resized to this square first")
             with gr.Row():
-                n = Slider(8, 32, value=16, step=1, label="N (augmented copies)")
-                seed = Number(value=0, precision=0, label="Seed", minimum=0)
-            run = gr.Button("Augment", variant="primary", elem_id="augment-run")
+                form["count"] = Slider(8, 32, value=16, step=1, label="N (augmented copies)")
+                form["seed_value"] = Number(value=0, precision=0, label="Seed", minimum=0)
+            # The op order of the preset applied last.
+            form["order_value"] = gr.State([step["op"] for step in spec])
+            view["run"] = gr.Button("Augment", variant="primary", elem_id="augment-run")
             gr.Markdown("### Transforms")
-            for op, spec in OPS.items():
-                with gr.Accordion(op, open=op in ("RandomCrop", "RandomHorizontalFlip", "ColorJitter",
-                                                  "RandomRotation")):
-                    enabled = gr.Checkbox(value=op in by_op, label=f"use {op}",
-                                          info=spec["description"])
-                    controls = _param_controls(op, spec["params"], by_op.get(op), DEFAULT_SIZE)
-                ops.append((op, enabled, controls))
+            controls = _controls_layout(spec, DEFAULT_SIZE)
         with gr.Column(scale=2):
-            with gr.Row(equal_height=False):
-                original = gr.Image(label="Original", interactive=False, height=240, scale=1,
+            _results_layout(view, spec)
+    return {**form, **controls}, controls, view
+
+
+def _controls_layout(spec, size) -> dict:
+    from ..transforms import OPS
+
+    by_op = {step["op"]: step for step in spec}
+    controls = {}
+    for op, about in OPS.items():
+        with gr.Accordion(op, open=op in OPEN_AT_START):
+            for f in op_fields(op, about["params"]):
+                value = field_value(f, by_op.get(op), size)
+                if f.param is None:
+                    control = gr.Checkbox(value=value, label=f"use {op}", info=about["description"])
+                elif f.info["type"] == "floats":
+                    control = gr.Textbox(value=value, label=f"{f.param} (one per channel)",
+                                         max_lines=1)
+                else:
+                    label = f.param if f.part is None else f"{f.param} {('min', 'max')[f.part]}"
+                    control = Slider(f.info["min"], f.info["max"], value=value,
+                                     step=f.info["step"], label=label)
+                controls[f.name] = control
+    return controls
+
+
+def _results_layout(view: dict, spec) -> None:
+    from ..transforms import to_code
+
+    with gr.Row(equal_height=False):
+        view["original"] = gr.Image(label="Original", interactive=False, height=240, scale=1,
                                     buttons=[])
-                gr.Markdown(PREVIEW_NOTE, elem_classes="vl-note")
-            gallery = gr.Gallery(label="Augmented copies", columns=6, height="auto", elem_id="augment-gallery",
-                                 object_fit="contain", allow_preview=True)
-            code = gr.Code(to_code(spec0), language="python", interactive=False,
+        gr.Markdown(PREVIEW_NOTE, elem_classes="vl-note")
+    view["gallery"] = gr.Gallery(label="Augmented copies", columns=6, height="auto",
+                                 elem_id="augment-gallery", object_fit="contain", allow_preview=True)
+    view["code"] = gr.Code(to_code(spec), language="python", interactive=False,
                            label="torchvision code (paste into your notebook)")
-            with gr.Row():
-                batch_dataset = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset", scale=2)
-                batch_augmented = gr.Checkbox(value=True, label="apply these transforms", scale=1)
-                batch_btn = gr.Button("Show a labelled batch from the dataset", scale=2)
-            batch_plot = gr.Plot(label="A labelled batch", format="png")
+    with gr.Row():
+        view["batch_dataset"] = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset",
+                                            scale=2)
+        view["batch_augmented"] = gr.Checkbox(value=True, label="apply these transforms", scale=1)
+        view["batch"] = gr.Button("Show a labelled batch from the dataset", scale=2)
+    view["batch_plot"] = gr.Plot(label="A labelled batch", format="png")
 
-    order = gr.State([s["op"] for s in spec0])  # op order of the last applied preset
-    all_controls = []
-    for _, enabled, controls in ops:
-        all_controls.append(enabled)
-        all_controls += [c.component for c in controls]
-    size_controls = [c.component for _, _, cs in ops for c in cs if c.info["type"] == "size"]
 
-    def current_spec(order_value, values):
-        spec = build_spec(ops, order_value, values)
-        return validate_spec(spec)
+# ---- handlers ---------------------------------------------------------------------------------------
 
-    def apply_preset(name, size, order_value):
-        spec = preset(name, int(size))
-        return [[s["op"] for s in spec], spec, to_code(spec),
-                *controls_from_spec(ops, spec, int(size))]
+@friendly_errors
+def augment(image=None, size=DEFAULT_SIZE, count=16, seed_value=0, order_value=None, **values):
+    """The image and N augmented copies of it, with the torchvision code of the pipeline.
 
-    def show_spec(order_value, *values):
-        try:
-            spec = current_spec(order_value, values)
-        except (ValueError, gr.Error):
-            return gr.skip(), gr.skip()
-        return spec, to_code(spec)
+    `values` holds every transform control by name (use_<Op>, <Op>_<param>[_min|_max]). `image`
+    defaults to None so that the API may leave it out: with no example images its component
+    starts empty, and gradio then takes the parameter's default from here."""
+    from ..transforms import to_code
 
-    @friendly_errors
-    def augment(image, size, count, seed_value, order_value, *values):
-        spec = current_spec(order_value, values)
-        original_image, copies = augment_images(image, spec, size, count, seed_value or 0)
-        pictures = [enlarge(chw_to_numpy(c)) for c in copies]
-        return enlarge(chw_to_numpy(original_image)), pictures, to_code(spec), spec
+    spec = spec_from_values(values, order_value)
+    original, copies = augment_images(image, spec, size, count, seed_value or 0)
+    pictures = [enlarge(chw_to_numpy(c)) for c in copies]
+    return enlarge(chw_to_numpy(original)), pictures, to_code(spec), spec
 
-    @friendly_errors
-    def sample(name, seed_value):
-        img, label = dataset_sample_image(name, seed_value)
-        return chw_to_numpy(img), img.shape[-1]
 
-    def dataset_sample_image(name, seed_value):
-        from .common import dataset_sample
+def apply_preset(name, size):
+    """Set every control to the preset's spec at this size."""
+    from ..transforms import preset, to_code
 
-        return dataset_sample(name, int(seed_value or 0), settings.data_root)
+    spec = preset(name, int(size))
+    return [[s["op"] for s in spec], spec, to_code(spec), *values_from_spec(spec, int(size))]
 
-    def resize_controls(size):
-        return [int(size)] * len(size_controls)
 
-    @friendly_errors
-    def labelled_batch(name, use_transforms, order_value, *values):
-        import torch
+def show_spec(order_value=None, **values):
+    """The spec and its code while the controls change; half-typed values change nothing."""
+    from ..transforms import to_code
 
-        from ..datasets import sample_grid
-        from ..plots import image_grid
-        from ..transforms import BatchAugmenter
+    try:
+        spec = spec_from_values(values, order_value)
+    except (ValueError, gr.Error):
+        return gr.skip(), gr.skip()
+    return spec, to_code(spec)
 
-        data = sample_data(name, settings.data_root)
-        images, labels = sample_grid(data, 24, "train", seed=0)
-        title = f"{data.name}: 24 training images"
-        if use_transforms:
-            spec = resize_spec(current_spec(order_value, values), data.image_size)
-            images = BatchAugmenter(spec, data.image_size)(images, torch.Generator().manual_seed(0))
-            title += ", augmented"
-        return image_grid(images, titles=labels, ncols=8, title=title)
 
-    # API parameter names: image, size, count, seed_value, then use_<Op> and <Op>_<param>[_min|_max],
-    # each defaulting to what the page shows first.
-    import inspect
+@friendly_errors
+def sample(settings, name, seed_value):
+    """A dataset image into the image input, and the size slider set to its size."""
+    image, _ = dataset_sample(name, int(seed_value or 0), settings.data_root)
+    return chw_to_numpy(image), image.shape[-1]
 
-    names = ["image", "size", "count", "seed_value", "order_value"]
-    for op, _, controls in ops:
-        names.append(f"use_{op}")
-        names += [f"{op}_{c.param}" + ("" if c.part is None else ("_min", "_max")[c.part])
-                  for c in controls]
-    components = [image, image_size, n, seed, order, *all_controls]
-    augment.__signature__ = inspect.Signature([
-        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                          default=None if c is image else c.value)
-        for name, c in zip(names, components)])
 
-    spec_outputs = [order, augment_spec, code, *all_controls]
-    preset_name.input(apply_preset, [preset_name, image_size, order], spec_outputs,
-                      queue=False, api_visibility="private")
-    gr.on([c.input for c in all_controls], show_spec, [order, *all_controls], [augment_spec, code],
-          queue=False, trigger_mode="always_last", api_visibility="private")
-    image_size.input(resize_controls, image_size, size_controls, queue=False,
-                     api_visibility="private")
-    sample_btn.click(sample, [dataset, seed], [image, image_size], api_visibility="private").then(
-        resize_controls, image_size, size_controls, queue=False, api_visibility="private")
-    run.click(augment, [image, image_size, n, seed, order, *all_controls],
-              [original, gallery, code, augment_spec], api_name="augment")
-    batch_btn.click(labelled_batch, [batch_dataset, batch_augmented, order, *all_controls], batch_plot,
-                    api_visibility="private")
+def resize_controls(size):
+    """Every op's output size follows the image size."""
+    return [int(size)] * len(_size_fields())
+
+
+def _size_fields() -> list[str]:
+    return [f.name for f in fields() if f.info is not None and f.info["type"] == "size"]
+
+
+@friendly_errors
+def labelled_batch(settings, name, use_transforms, order_value=None, **values):
+    """24 training images of a dataset with their labels, augmented or not."""
+    import torch
+
+    from ..datasets import sample_grid
+    from ..plots import image_grid
+    from ..transforms import BatchAugmenter
+
+    data = sample_data(name, settings.data_root)
+    images, labels = sample_grid(data, 24, "train", seed=0)
+    title = f"{data.name}: 24 training images"
+    if use_transforms:
+        spec = resize_spec(spec_from_values(values, order_value), data.image_size)
+        images = BatchAugmenter(spec, data.image_size)(images, torch.Generator().manual_seed(0))
+        title += ", augmented"
+    return image_grid(images, titles=labels, ncols=8, title=title)
+
+
+# ---- wiring -----------------------------------------------------------------------------------------
+
+def build(settings, augment_spec=None):
+    from ..transforms import preset
+
+    spec = preset(FIRST_PRESET, DEFAULT_SIZE)
+    if augment_spec is None:
+        augment_spec = gr.State(spec)
+    else:
+        augment_spec.value = spec
+    form, controls, view = layout(settings, spec)
+    order, sizes = form["order_value"], [controls[name] for name in _size_fields()]
+    private = dict(queue=False, api_visibility="private")
+    view["preset"].input(apply_preset, [view["preset"], form["size"]],
+                         [order, augment_spec, view["code"], *controls.values()], **private)
+    gr.on([c.input for c in controls.values()], show_spec,
+          inputs_kwargs={"order_value": order, **controls}, outputs=[augment_spec, view["code"]],
+          trigger_mode="always_last", **private)
+    form["size"].input(resize_controls, form["size"], sizes, **private)
+    view["sample"].click(with_settings(sample, settings), [view["dataset"], form["seed_value"]],
+                         [form["image"], form["size"]], api_visibility="private").then(
+        resize_controls, form["size"], sizes, **private)
+    # API parameters: image, size, count, seed_value, then use_<Op> and <Op>_<param>[_min|_max].
+    view["run"].click(augment, inputs_kwargs=form,
+                      outputs=[view["original"], view["gallery"], view["code"], augment_spec],
+                      api_name="augment")
+    view["batch"].click(with_settings(labelled_batch, settings),
+                        inputs_kwargs={"name": view["batch_dataset"],
+                                       "use_transforms": view["batch_augmented"],
+                                       "order_value": order, **controls},
+                        outputs=view["batch_plot"], api_visibility="private")

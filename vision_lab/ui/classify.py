@@ -1,16 +1,19 @@
 """Classify tab: try one or more checkpoints on your own image, photo or drawing.
 
 A drawing goes to a 28×28 digit model the way MNIST was made (`vision_lab.sketch.mnist_style`);
-every model shows the input it really gets next to its top-5 answer.
+every model shows the input it really gets next to its top-5 answer. Opening Draw picks a digit
+model when none is picked (the shared input and its wiring live in feature_maps.py).
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from . import common
-from .storage import owner_of
+from .common import with_settings
 from .feature_maps import (checkpoint_dropdown, choose_input, load_cached, model_input,
-                           refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees)
+                           refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees,
+                           wire_source_tabs)
+from .storage import owner_of
 
 MAX_MODELS = 3
 
@@ -44,60 +47,76 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
     return results, seen
 
 
-def build(settings, tab=None) -> None:
+def layout(settings) -> dict:
+    """Draw the tab. Returns its components by name; `labels` and `seens` are lists, one panel
+    per checkpoint that can be chosen."""
     gr.Markdown("Classify your own image with one to three checkpoints side by side. Drawings are "
                 "converted the way MNIST was made for 28×28 digit models.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            source, image, sketch = source_tabs("classify")
+            view = source_tabs("classify", button="Classify")
             examples = common.example_images(settings)
             if examples:
-                gr.Examples(examples=[[p] for p in examples], inputs=[image],
+                gr.Examples(examples=[[p] for p in examples], inputs=[view["image"]],
                             label="Bundled examples", examples_per_page=12,
                             elem_id="classify-examples")
         with gr.Column(scale=1, min_width=320):
-            checkpoints = checkpoint_dropdown(settings, label=f"Checkpoints (up to {MAX_MODELS})",
-                                              multiselect=True, elem_id="classify-checkpoints")
-            digit_mode = gr.Checkbox(value=True, label="Digit models: convert uploads like MNIST "
-                                     "(white digit on black, cropped, centred)")
-            run_btn = gr.Button("Classify", variant="primary", elem_id="classify-run")
-            labels, seens = [], []
+            view["checkpoints"] = checkpoint_dropdown(
+                settings, label=f"Checkpoints (up to {MAX_MODELS})", multiselect=True,
+                elem_id="classify-checkpoints")
+            view["digit_mode"] = gr.Checkbox(value=True, label="Digit models: convert uploads like "
+                                             "MNIST (white digit on black, cropped, centred)")
+            view["run"] = gr.Button("Classify", variant="primary", elem_id="classify-run")
+            view["labels"], view["seens"] = [], []
             with gr.Row(equal_height=False):
                 for i in range(MAX_MODELS):
                     with gr.Column(min_width=180):
-                        labels.append(gr.Label(label="Top 5", num_top_classes=5, visible=i == 0,
-                                               elem_id=f"classify-label-{i}"))
-                        seens.append(gr.Image(label="What this model sees", height=200,
-                                              format="png", interactive=False, visible=i == 0,
-                                              elem_id=f"classify-seen-{i}"))
+                        view["labels"].append(gr.Label(label="Top 5", num_top_classes=5,
+                                                       visible=i == 0, elem_id=f"classify-label-{i}"))
+                        view["seens"].append(gr.Image(label="What this model sees", height=200,
+                                                      format="png", interactive=False,
+                                                      visible=i == 0, elem_id=f"classify-seen-{i}"))
             with gr.Accordion("What the API returns (JSON)", open=False):
-                raw = gr.JSON(label="Results")
+                view["raw"] = gr.JSON(label="Results")
+    return view
 
-    @common.friendly_errors
-    def handle(image, checkpoints, sketch=None, source="image", digit_mode=True,
-               request: gr.Request = None):
-        results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode,
-                                 owner_of(request))
-        label_updates, seen_updates = [], []
-        for i in range(MAX_MODELS):
-            if i < len(results):
-                r = results[i]
-                label_updates.append(gr.update(
-                    value={t["label"]: t["prob"] for t in r["top"]}, label=r["checkpoint"],
-                    visible=True))
-                seen_updates.append(gr.update(value=seen[i], label=f"What {r['checkpoint']} sees",
-                                              visible=True))
-            else:
-                label_updates.append(gr.update(value=None, visible=False))
-                seen_updates.append(gr.update(value=None, visible=False))
-        return [results, *label_updates, *seen_updates]
 
-    # API: client.predict(handle_file("cat.png"), ["mnist_cnn"], api_name="/classify")
-    run_btn.click(handle, [image, checkpoints, sketch, source, digit_mode],
-                  [raw, *labels, *seens], api_name="classify", concurrency_limit=2)
+# The /classify API's parameters, in this order (`source` is a State: not part of the API).
+# client.predict(handle_file("cat.png"), ["mnist_cnn"], api_name="/classify")
+FORM = ("image", "checkpoints", "sketch", "source", "digit_mode")
 
+
+@common.friendly_errors
+def show_classification(settings, request: gr.Request = None, *, image, checkpoints, sketch=None,
+                        source="image", digit_mode=True):
+    """Classify one image (or drawing) with up to three checkpoints: the JSON results (every
+    class's probability), then a top-5 panel and the model's input per checkpoint."""
+    results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode,
+                             owner_of(request))
+    labels, seens = [], []
+    for i in range(MAX_MODELS):
+        if i < len(results):
+            name = results[i]["checkpoint"]
+            top = {t["label"]: t["prob"] for t in results[i]["top"]}
+            labels.append(gr.update(value=top, label=name, visible=True))
+            seens.append(gr.update(value=seen[i], label=f"What {name} sees", visible=True))
+        else:
+            labels.append(gr.update(value=None, visible=False))
+            seens.append(gr.update(value=None, visible=False))
+    return [results, *labels, *seens]
+
+
+def on_tab(settings, current, request: gr.Request):
+    return refreshed_choices(settings, current, multiselect=True, owner=owner_of(request))
+
+
+def build(settings, tab=None) -> None:
+    view = layout(settings)
+    wire_source_tabs(settings, view, view["checkpoints"])
+    view["run"].click(with_settings(show_classification, settings),
+                      inputs_kwargs={name: view[name] for name in FORM},
+                      outputs=[view["raw"], *view["labels"], *view["seens"]], api_name="classify",
+                      concurrency_limit=2)
     if tab is not None:
-        def refresh(current, request: gr.Request):
-            return refreshed_choices(settings, current, multiselect=True, owner=owner_of(request))
-
-        tab.select(refresh, [checkpoints], [checkpoints], api_name=False, queue=False)
+        tab.select(with_settings(on_tab, settings), view["checkpoints"], view["checkpoints"],
+                   api_visibility="private", queue=False)

@@ -5,8 +5,9 @@ responds to, the first layer's filters, where the evidence for a class lies (Gra
 top-5 prediction. A fully connected network has no spatial maps: it says so and shows its hidden
 activations instead.
 
-The helpers at the top (cached checkpoint loading, an image input that lets broken files reach the
-handler, turning an upload or a sketch into the model's input) are shared with the Classify tab.
+The first half of this file (cached checkpoint loading, an image input that lets broken files
+reach the handler, the upload/draw input and turning either into the model's input) is shared
+with the Classify tab; `layout`, the handlers and `build` below it are this tab's own.
 """
 from __future__ import annotations
 
@@ -18,15 +19,22 @@ import gradio as gr
 import numpy as np
 
 from . import common
+from .common import with_settings
 from .fields import Number, Slider
+from .gradio_internals import drawn_as
 from .storage import owner_of
 
 PREDICTED = "the predicted class"
 DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about this many pixels
+CANVAS = (400, 400)
+DIGIT_MODEL = "mnist_cnn"  # the digit model a drawing switches to, when there is one
+DRAW_HINT = ("**Draw a digit** with the mouse or your finger: one digit, big, in the middle of "
+             "the white page. Then press **{button}**. The bin at the top right clears the page.")
 
 
 # ---- shared with the Classify tab -----------------------------------------------------------------
 
+@drawn_as("image")
 class LenientImage(gr.Image):
     """gr.Image that hands the uploaded file itself to the handler, as a path.
 
@@ -37,12 +45,6 @@ class LenientImage(gr.Image):
     image at once one of them can read it while another is rewriting it: 0 bytes (the concurrency
     benchmark hit it). The uploaded file is moved into gradio's cache atomically and never rewritten.
     """
-
-    def get_block_name(self) -> str:
-        return "image"
-
-    def get_block_class(self) -> str:
-        return "image"
 
     def preprocess(self, payload):
         return str(payload.path) if payload is not None and payload.path else None
@@ -112,6 +114,34 @@ def is_digit_model(metadata) -> bool:
             and "fashion" not in dataset)
 
 
+def _is_digit_checkpoint(path) -> bool:
+    from ..checkpoints import read_metadata
+
+    try:
+        return is_digit_model(read_metadata(path))
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def digit_model_instead(settings, picked, owner=None):
+    """A digit checkpoint to pick instead of `picked` (a picker value, or a list of them) when
+    none of it is a digit model; None when it has one, or when no digit model is there.
+    The shipped `mnist_cnn` comes first, then the newest digit model."""
+    values = picked if isinstance(picked, list) else [picked]
+    for value in filter(None, values):
+        try:
+            if _is_digit_checkpoint(resolve_checkpoint(settings, value, owner)):
+                return None
+        except (ValueError, OSError):  # a name that is not (or no longer) there: pick another
+            continue
+    paths = [path for _, path in common.checkpoint_choices(settings, owner)]
+    paths.sort(key=lambda path: Path(path).stem != DIGIT_MODEL)
+    digit = next((path for path in paths if _is_digit_checkpoint(path)), None)
+    if digit is None:
+        return None
+    return [digit] if isinstance(picked, list) else digit
+
+
 def sketch_image(sketch):
     """The composite of a Sketchpad value, or None when nothing was drawn."""
     if sketch is None:
@@ -124,6 +154,8 @@ def sketch_image(sketch):
         return None
     if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].max() == 0:
         return None  # fully transparent: nothing drawn
+    if a.min() == a.max():
+        return None  # one flat colour: the blank page
     return composite
 
 
@@ -166,22 +198,73 @@ def what_the_model_sees(ckpt, x_uint8):
     return x, shown
 
 
-def source_tabs(prefix, label="Image"):
-    """An upload/webcam image and a sketchpad in two tabs, with a State saying which is in use."""
-    source = gr.State("image")
+def source_tabs(prefix, button, label="Image") -> dict:
+    """An upload/webcam image and a sketchpad in two tabs, with a State saying which is in use.
+    `button` is the one the drawing hint tells the student to press."""
+    view = {"source": gr.State("image")}
     with gr.Tabs():
-        with gr.Tab("Upload, webcam or example", id="image", elem_id=f"{prefix}-image-tab") as image_tab:
-            image = LenientImage(label=label, type="filepath", format="png", height=300,
-                                 sources=["upload", "webcam", "clipboard"], elem_id=f"{prefix}-image")
-        with gr.Tab("Draw", id="sketch", elem_id=f"{prefix}-sketch-tab") as sketch_tab:
-            sketch = gr.Sketchpad(label="Draw here (a digit for MNIST models)", type="numpy",
-                                  image_mode="RGBA", canvas_size=(400, 400), height=480,
-                                  brush=gr.Brush(default_size=18, colors=["#000000"],
-                                                 color_mode="fixed"),
-                                  layers=False, elem_id=f"{prefix}-sketch")
-    image_tab.select(lambda: "image", None, source, queue=False, api_name=False)
-    sketch_tab.select(lambda: "sketch", None, source, queue=False, api_name=False)
-    return source, image, sketch
+        with gr.Tab("Upload, webcam or example", id="image",
+                    elem_id=f"{prefix}-image-tab") as view["image_tab"]:
+            view["image"] = LenientImage(label=label, type="filepath", format="png", height=300,
+                                         sources=["upload", "webcam", "clipboard"],
+                                         elem_id=f"{prefix}-image")
+        with gr.Tab("Draw", id="sketch", elem_id=f"{prefix}-sketch-tab") as view["sketch_tab"]:
+            gr.Markdown(DRAW_HINT.format(button=button), elem_id=f"{prefix}-draw-hint")
+            view["draw_note"] = gr.Markdown()
+            view["sketch"] = gr.Sketchpad(
+                label="Draw here (a digit for MNIST models)", type="numpy", image_mode="RGBA",
+                canvas_size=CANVAS, height=480, layers=False, transforms=(),
+                brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
+                elem_id=f"{prefix}-sketch")
+    return view
+
+
+def pick_digit_model(settings, picked, request: gr.Request = None):
+    """The Draw tab was opened: pick a digit model when none is picked, and say why."""
+    digit = digit_model_instead(settings, picked, owner_of(request))
+    if digit is None:
+        return gr.skip(), gr.skip()
+    name = Path(digit[0] if isinstance(digit, list) else digit).stem
+    return digit, f"Picked **{name}** for you: a drawn digit needs a model of handwritten digits."
+
+
+def _page_js(elem_id: str) -> tuple[str, str]:
+    """Browser code that makes the sketchpad ready to draw on: (when Draw opens, when it is cleared).
+
+    Gradio 6.31's editor starts with no tool chosen while its value is empty ("select the draw
+    tool to start"), and with the brush once it holds a background: the first hands it a white page
+    (once; its value stays). "Clear canvas" keeps the page but leaves no tool chosen: the second
+    clicks the first button of its toolbar, the brush. Both run in the browser: a page sent by the
+    server could arrive after the first stroke and wipe it. White, not transparent: it looks like
+    paper, and to a model both are the same (`preprocessing` puts transparent pixels on white;
+    `sketch_image` calls a flat page empty). tests/test_browser_inspect.py draws without
+    choosing a tool, after opening Draw and after clearing.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGBA", CANVAS, (255, 255, 255, 255)).save(png, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")
+    page = f"{{background: {{url: '{url}', path: null, meta: {{_type: 'gradio.FileData'}}}}, " \
+           f"layers: [], composite: null}}"
+    first_page = f"(value) => (value?.background || value?.layers?.length) ? value : {page}"
+    brush_again = f"() => {{ document.querySelector('#{elem_id} .toolbar-wrap button')?.click(); }}"
+    return first_page, brush_again
+
+
+def wire_source_tabs(settings, view: dict, picker) -> None:
+    """Connect `source_tabs`; `picker` is the tab's checkpoint dropdown."""
+    private = dict(queue=False, api_visibility="private")
+    first_page, brush_again = _page_js(view["sketch"].elem_id)
+    view["image_tab"].select(lambda: "image", None, view["source"], **private)
+    view["sketch_tab"].select(lambda: "sketch", None, view["source"], **private)
+    view["sketch_tab"].select(None, view["sketch"], view["sketch"], js=first_page, **private)
+    view["sketch_tab"].select(with_settings(pick_digit_model, settings), picker,
+                              [picker, view["draw_note"]], **private)
+    view["sketch"].clear(None, js=brush_again, **private)
 
 
 def choose_input(source, image, sketch):
@@ -195,11 +278,10 @@ def choose_input(source, image, sketch):
     return image, None
 
 
-def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, default_count=1,
-                        elem_id=None):
+def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, elem_id=None):
     choices = common.checkpoint_choices(settings)
     values = [value for _, value in choices]
-    value = values[:default_count] if multiselect else (values[0] if values else None)
+    value = values[:1] if multiselect else (values[0] if values else None)
     return gr.Dropdown(choices=choices, value=value, label=label, multiselect=multiselect,
                        allow_custom_value=True, max_choices=3 if multiselect else None,
                        elem_id=elem_id)
@@ -216,7 +298,7 @@ def refreshed_choices(settings, current, multiselect=False, owner=None):
     return gr.update(choices=choices, value=kept)
 
 
-# ---- this tab -----------------------------------------------------------------------------------
+# ---- what this tab computes -----------------------------------------------------------------------
 
 def _render(fig):
     from ..plots import figure_to_image
@@ -236,6 +318,7 @@ def _filters_image(ckpt):
     if key not in _FILTERS:
         if len(_FILTERS) >= _MODELS_KEPT:
             _FILTERS.clear()
+        # The model is kept with its image so that its id cannot be reused by another model.
         _FILTERS[key] = (ckpt.model, _render(filter_grid(first_layer_filters(ckpt.model))))
     return _FILTERS[key][1]
 
@@ -273,47 +356,59 @@ def _safe_controls(settings, checkpoint, owner=None):
         return [], [PREDICTED], str(e)
 
 
-def run_feature_maps(settings, checkpoint, image, sketch=None, source="image", layer=None,
+def run_feature_maps(settings, checkpoint, image, sketch=None, *, source="image", layer=None,
                      channels=16, cam_class=PREDICTED, digit_mode=True, owner=None):
     """Everything the tab shows for one checkpoint and one image.
 
     Returns (model input, feature maps or hidden activations, filters, Grad-CAM overlay,
     top-5 {label: prob}, note).
     """
-    from ..inspect import (NoSpatialFeatures, feature_maps, grad_cam, hidden_activations,
-                           overlay_heatmap, predict)
+    from ..inspect import NoSpatialFeatures, hidden_activations, predict
     from ..models import conv_layers
-    from ..plots import feature_map_mosaic, hidden_activation_plot
+    from ..plots import hidden_activation_plot
 
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     image, drawn = choose_input(source, image, sketch)
     x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
-    top = predict(ckpt.model, x, ckpt.classes, top_k=5)[0]
-    label = {name: prob for name, prob in top}
-
-    layers = [name for name, _ in conv_layers(ckpt.model)]
-    if not layers:
+    label = dict(predict(ckpt.model, x, ckpt.classes, top_k=5)[0])
+    if not conv_layers(ckpt.model):
         activations = hidden_activations(ckpt.model, x)
         return (shown, _render(hidden_activation_plot(activations)), None, None, label,
                 str(NoSpatialFeatures()) + " Below: which hidden units fire for this image.")
+    maps_img, maps_note = _feature_maps(ckpt, x, layer, int(channels or 16))
+    cam_img, cam_note = _grad_cam(ckpt, x, shown, cam_class)
+    return shown, maps_img, _filters_image(ckpt), cam_img, label, f"{maps_note}\n\n{cam_note}"
 
-    layer = layer if layer in layers else layers[0]
-    channels = int(channels or 16)
+
+def _feature_maps(ckpt, x, layer, channels):
+    """The mosaic of one conv layer's first `channels` maps (the first layer when `layer` is not
+    one of the model's), and a sentence on how to read it."""
+    from ..inspect import feature_maps
+    from ..models import conv_layers
+    from ..plots import feature_map_mosaic
+
+    convs = dict(conv_layers(ckpt.model))
+    layer = layer if layer in convs else next(iter(convs))
     (name, maps), = feature_maps(ckpt.model, x, layers=[layer], max_channels=channels)
-    maps_img = feature_map_mosaic(maps)
-    maps_note = (f"Feature maps of **{name}**: the first {len(maps)} of "
-                 f"{dict(conv_layers(ckpt.model))[name].out_channels} channels, "
-                 f"{maps.shape[1]}×{maps.shape[2]} each; channel 0 is top left, then left to right, "
-                 f"8 to a row; bright = strong response.")
-    filters_img = _filters_image(ckpt)
+    note = (f"Feature maps of **{name}**: the first {len(maps)} of {convs[name].out_channels} "
+            f"channels, {maps.shape[1]}×{maps.shape[2]} each; channel 0 is top left, then left to "
+            f"right, 8 to a row; bright = strong response.")
+    return feature_map_mosaic(maps), note
 
+
+def _grad_cam(ckpt, x, shown, cam_class):
+    """Grad-CAM for `cam_class` (the predicted class when PREDICTED) over the shown input."""
+    from ..inspect import grad_cam, overlay_heatmap
+
+    if cam_class not in (None, "", PREDICTED, *ckpt.classes):
+        raise ValueError(f"Grad-CAM for '{cam_class}': {ckpt.path.stem} has no such class; its "
+                         f"classes are {', '.join(ckpt.classes)}.")
     target = None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
     heat, explained = grad_cam(ckpt.model, x, target_class=target)
-    cam_img = overlay_heatmap(shown.transpose(2, 0, 1), heat)
-    note = (f"{maps_note}\n\nGrad-CAM explains **{ckpt.classes[explained]}**"
+    note = (f"Grad-CAM explains **{ckpt.classes[explained]}**"
             f"{' (the predicted class)' if target is None else ''}: warm colours mark the regions "
             f"whose features raised that class's score most (last conv layer).")
-    return shown, maps_img, filters_img, cam_img, label, note
+    return overlay_heatmap(shown.transpose(2, 0, 1), heat), note
 
 
 def dataset_sample_for(settings, checkpoint, index, owner=None):
@@ -348,69 +443,101 @@ def _warm_up():
         pass
 
 
-def build(settings, tab=None) -> None:
-    threading.Thread(target=_warm_up, daemon=True).start()
+# ---- this tab -------------------------------------------------------------------------------------
+
+def layout(settings) -> dict:
+    """Draw the tab. Returns its components by name."""
     gr.Markdown("Look inside a trained network: what it sees, what its convolutions respond to, "
                 "and where the evidence for its answer lies.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            checkpoint = checkpoint_dropdown(settings, elem_id="fm-checkpoint")
-            layers0, classes0, note0 = _safe_controls(settings, checkpoint.value)
-            source, image, sketch = source_tabs("fm")
+            view = {"checkpoint": checkpoint_dropdown(settings, elem_id="fm-checkpoint")}
+            layers, classes, note = _safe_controls(settings, view["checkpoint"].value)
+            view.update(source_tabs("fm", button="Show feature maps"))
             examples = common.example_images(settings)
             if examples:
-                gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                            label="Bundled examples", examples_per_page=12,
-                            elem_id="fm-examples")
+                gr.Examples(examples=[[p] for p in examples], inputs=[view["image"]],
+                            label="Bundled examples", examples_per_page=12, elem_id="fm-examples")
             with gr.Row():
-                sample_btn = gr.Button("Dataset sample", size="sm", variant="secondary")
-                sample_index = Number(value=0, precision=0, label="Test image #", minimum=0,
-                                         min_width=80)
-            sample_note = gr.Markdown()
-            digit_mode = gr.Checkbox(value=True, label="Digit models: convert uploads like MNIST "
-                                     "(white digit on black, cropped, centred)")
+                view["sample"] = gr.Button("Dataset sample", size="sm", variant="secondary")
+                view["sample_index"] = Number(value=0, precision=0, label="Test image #", minimum=0,
+                                              min_width=80)
+            view["sample_note"] = gr.Markdown()
+            view["digit_mode"] = gr.Checkbox(value=True, label="Digit models: convert uploads like "
+                                             "MNIST (white digit on black, cropped, centred)")
+            # Their choices are the first checkpoint's: an API call for another checkpoint names
+            # its own layers and classes (run_feature_maps checks them).
             with gr.Row():
-                layer = gr.Dropdown(label="Conv layer", choices=layers0,
-                                    value=layers0[0] if layers0 else None)
-                channels = Slider(1, 64, value=16, step=1, label="First N channels")
-            cam_class = gr.Dropdown(label="Grad-CAM for", choices=classes0, value=PREDICTED)
-            run_btn = gr.Button("Show feature maps", variant="primary", elem_id="fm-run")
+                view["layer"] = gr.Dropdown(label="Conv layer", choices=layers,
+                                            value=layers[0] if layers else None,
+                                            allow_custom_value=True)
+                view["channels"] = Slider(1, 64, value=16, step=1, label="First N channels")
+            view["cam_class"] = gr.Dropdown(label="Grad-CAM for", choices=classes, value=PREDICTED,
+                                            allow_custom_value=True)
+            view["run"] = gr.Button("Show feature maps", variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
-            note = gr.Markdown(note0, elem_classes=["vl-status"])
+            view["note"] = gr.Markdown(note, elem_classes=["vl-status"])
             with gr.Row():
-                seen = gr.Image(label="What the model sees (its real input, enlarged)", height=260, elem_id="fm-seen",
-                                format="png", interactive=False)
-                cam = gr.Image(label="Grad-CAM", height=260, elem_id="fm-cam", format="png", interactive=False)
-                prediction = gr.Label(label="Prediction (top 5)", num_top_classes=5, elem_id="fm-label")
-            maps = gr.Image(label="Feature maps", format="png", interactive=False, elem_id="fm-maps")
-            filters = gr.Image(label="First layer's filters", format="png", interactive=False, height=320,
-                               elem_id="fm-filters")
-    def on_checkpoint(checkpoint, request: gr.Request):
-        layers, classes, text = _safe_controls(settings, checkpoint, owner_of(request))
-        return (gr.update(choices=layers, value=layers[0] if layers else None),
-                gr.update(choices=classes, value=PREDICTED), text)
+                view["seen"] = gr.Image(label="What the model sees (its real input, enlarged)",
+                                        height=260, elem_id="fm-seen", format="png",
+                                        interactive=False)
+                view["cam"] = gr.Image(label="Grad-CAM", height=260, elem_id="fm-cam", format="png",
+                                       interactive=False)
+                view["prediction"] = gr.Label(label="Prediction (top 5)", num_top_classes=5,
+                                              elem_id="fm-label")
+            view["maps"] = gr.Image(label="Feature maps", format="png", interactive=False,
+                                    elem_id="fm-maps")
+            view["filters"] = gr.Image(label="First layer's filters", format="png",
+                                       interactive=False, height=320, elem_id="fm-filters")
+    return view
 
-    checkpoint.change(on_checkpoint, [checkpoint], [layer, cam_class, note], api_name=False)
 
-    @common.friendly_errors
-    def handle(checkpoint, image, sketch=None, source="image", layer=None, channels=16,
-               cam_class=PREDICTED, digit_mode=True, request: gr.Request = None):
-        return run_feature_maps(settings, checkpoint, image, sketch, source, layer, channels,
-                                cam_class, digit_mode, owner_of(request))
+# The /feature_maps API's parameters, in this order (`source` is a State: not part of the API).
+FORM = ("checkpoint", "image", "sketch", "source", "layer", "channels", "cam_class", "digit_mode")
+OUTPUTS = ("seen", "maps", "filters", "cam", "prediction", "note")
 
-    run_btn.click(handle, [checkpoint, image, sketch, source, layer, channels, cam_class, digit_mode],
-                  [seen, maps, filters, cam, prediction, note], api_name="feature_maps",
-                  concurrency_limit=2)
 
-    @common.friendly_errors
-    def sample(checkpoint, index, request: gr.Request):
-        return dataset_sample_for(settings, checkpoint, index, owner_of(request))
+@common.friendly_errors
+def show_feature_maps(settings, request: gr.Request = None, *, checkpoint, image, sketch=None,
+                      layer=None, **options):
+    """Feature maps, first-layer filters, Grad-CAM and the top-5 prediction for one image.
 
-    sample_btn.click(sample, [checkpoint, sample_index], [image, sample_note, sample_index],
-                     api_name=False)
+    `sketch` and `layer` have defaults here so that the API may leave them out (their components
+    can start empty, and gradio then takes a parameter's default from here)."""
+    return run_feature_maps(settings, checkpoint, image, sketch, layer=layer,
+                            owner=owner_of(request), **options)
 
+
+def on_checkpoint(settings, checkpoint, request: gr.Request):
+    layers, classes, text = _safe_controls(settings, checkpoint, owner_of(request))
+    return (gr.update(choices=layers, value=layers[0] if layers else None),
+            gr.update(choices=classes, value=PREDICTED), text)
+
+
+@common.friendly_errors
+def show_sample(settings, checkpoint, index, request: gr.Request):
+    return dataset_sample_for(settings, checkpoint, index, owner_of(request))
+
+
+def on_tab(settings, current, request: gr.Request):
+    return refreshed_choices(settings, current, owner=owner_of(request))
+
+
+def build(settings, tab=None) -> None:
+    threading.Thread(target=_warm_up, daemon=True).start()
+    view = layout(settings)
+    wire_source_tabs(settings, view, view["checkpoint"])
+    view["checkpoint"].change(with_settings(on_checkpoint, settings), view["checkpoint"],
+                              [view["layer"], view["cam_class"], view["note"]],
+                              api_visibility="private")
+    view["run"].click(with_settings(show_feature_maps, settings),
+                      inputs_kwargs={name: view[name] for name in FORM},
+                      outputs=[view[name] for name in OUTPUTS], api_name="feature_maps",
+                      concurrency_limit=2)
+    view["sample"].click(with_settings(show_sample, settings),
+                         [view["checkpoint"], view["sample_index"]],
+                         [view["image"], view["sample_note"], view["sample_index"]],
+                         api_visibility="private")
     if tab is not None:
-        def refresh(current, request: gr.Request):
-            return refreshed_choices(settings, current, owner=owner_of(request))
-
-        tab.select(refresh, [checkpoint], [checkpoint], api_name=False, queue=False)
+        tab.select(with_settings(on_tab, settings), view["checkpoint"], view["checkpoint"],
+                   api_visibility="private", queue=False)
