@@ -44,3 +44,13 @@ def test_our_component_subclasses_reach_the_browser_as_gradios_own(ours, gradios
     # The page draws each component by this name; a name gradio has no component for is a blank box.
     assert types[mine._id] == types[builtin._id], "gradio no longer names components by get_block_name()"
     assert mine.get_block_class() == builtin.get_block_class()
+
+
+def test_the_language_switch_finds_gradios_change_locale():
+    """The EN | 中文 switch calls the changeLocale that gradio's core frontend module exports."""
+    from vision_lab.ui.gradio_internals import frontend_core_modules
+
+    cores = frontend_core_modules()
+    assert cores, "gradio's frontend has no assets/core-*.js any more: fix CHANGE_LOCALE_JS"
+    assert any(" as changeLocale" in core.read_text() for core in cores), (
+        "gradio's core frontend module no longer exports changeLocale: fix CHANGE_LOCALE_JS")

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _safetensors_bytes
 
 from . import __version__
+from .i18n import Text, text
 from .models import create_model
 from .preprocessing import Preprocessing
 
@@ -123,7 +124,7 @@ def remove_stale_temp_files(directory, older_than: float = 3600.0) -> list[Path]
 def save_checkpoint(path, model: torch.nn.Module, metadata: dict) -> Path:
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
-        raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
+        raise ValueError(text("checkpoints.save_lacks", keys=", ".join(missing)))
     meta = dict(metadata)
     meta.update(format_version=FORMAT_VERSION, vision_lab_version=__version__,
                 created=meta.get("created") or _dt.datetime.now().isoformat(timespec="seconds"))
@@ -138,18 +139,17 @@ def _describe_non_safetensors(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:1] == b"\x80" or head[:2] == b"PK":
-        return (f"{path.name} looks like a PyTorch pickle (.pt/.pth); Vision Lab only loads "
-                f"safetensors checkpoints because unpickling a file can run code hidden in it.")
-    return f"{path.name} is not a valid safetensors checkpoint (damaged, truncated or another format)."
+        return text("checkpoints.pickle", name=path.name)
+    return text("checkpoints.not_safetensors", name=path.name)
 
 
 def read_metadata(path) -> dict:
     """The metadata of a checkpoint, reading only its header."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.")
+        raise CheckpointError(text("checkpoints.missing", path=str(path)))
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path.name} is empty (0 bytes).")
+        raise CheckpointError(text("checkpoints.empty", name=path.name))
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -159,17 +159,24 @@ def read_metadata(path) -> dict:
     if raw is None:
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
-            raise CheckpointError(f"{path.name} has no Vision Lab metadata (model name, classes, "
-                                  f"preprocessing), so the model cannot be rebuilt from it.")
+            raise CheckpointError(text("checkpoints.no_metadata", name=path.name))
         raw = sidecar.read_text(encoding="utf-8")
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path.name} has unreadable metadata (not valid JSON).") from None
+        raise CheckpointError(text("checkpoints.bad_json", name=path.name)) from None
     missing = [k for k in REQUIRED_KEYS if k not in meta] if isinstance(meta, dict) else REQUIRED_KEYS
     if missing:
-        raise CheckpointError(f"{path.name} metadata lacks {', '.join(missing)}.")
+        raise CheckpointError(text("checkpoints.metadata_lacks", name=path.name,
+                                   keys=", ".join(missing)))
     return meta
+
+
+def _said_by(error: BaseException) -> str:
+    """An error's sentence, kept as a catalogue Text when it is one (so it is translated too)."""
+    if error.args and isinstance(error.args[0], Text):
+        return error.args[0]
+    return str(error)
 
 
 def load_checkpoint(path, device="cpu") -> Checkpoint:
@@ -180,21 +187,22 @@ def load_checkpoint(path, device="cpu") -> Checkpoint:
                              in_channels=int(meta["channels"]), image_size=int(meta["image_size"]),
                              **meta.get("model_options", {}))
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path.name}: cannot rebuild its model ({e}).") from None
+        raise CheckpointError(text("checkpoints.cannot_rebuild", name=path.name,
+                                   reason=_said_by(e))) from None
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(
-            f"{path.name}: its weights do not match a '{meta['model']}' model "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. "
-            f"{(missing + unexpected)[0]}).")
+        raise CheckpointError(text("checkpoints.weights_mismatch", name=path.name,
+                                   model=meta["model"], missing=len(missing),
+                                   unexpected=len(unexpected), example=(missing + unexpected)[0]))
     for k, v in expected.items():
         if state[k].shape != v.shape:
-            raise CheckpointError(f"{path.name}: tensor {k} has shape {tuple(state[k].shape)} but "
-                                  f"the model needs {tuple(v.shape)}.")
+            raise CheckpointError(text("checkpoints.shape_mismatch", name=path.name, tensor=k,
+                                       shape=str(tuple(state[k].shape)),
+                                       needed=str(tuple(v.shape))))
     model.load_state_dict(state)
     model.to(device).eval()
     return Checkpoint(model=model, metadata=meta, path=path)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .i18n import text
 from .inspect import _device_of, _eval_mode, _fast_layout, grad_cam, overlay_heatmap
 from .models import conv_layers
 from .preprocessing import Preprocessing
@@ -46,7 +47,7 @@ def predict_probabilities(model: nn.Module, prep: Preprocessing, images: torch.T
                           batch_size: int = 256) -> torch.Tensor:
     """Softmax probabilities (N, num_classes), float32 on the CPU, for uint8 images (N, C, H, W)."""
     if len(images) == 0:
-        raise ValueError("no test images to predict")
+        raise ValueError(text("confusion.no_images"))
     device = _device_of(model)
     chunks = []
     # no_grad rather than inference_mode: the caller may go on to modify the result.
@@ -95,13 +96,14 @@ def confusion_cell(model: nn.Module, prep: Preprocessing, images: torch.Tensor,
     `predict_probabilities` to skip the forward pass over the whole test set.
     """
     if limit < 0:
-        raise ValueError(f"limit must be 0 or more, got {limit}")
+        raise ValueError(text("confusion.negative_limit", limit=limit))
     if probs is None:
         probs = predict_probabilities(model, prep, images, batch_size)
     num_classes = probs.shape[1]
     for name, value in (("true_class", true_class), ("predicted_class", predicted_class)):
         if not 0 <= value < num_classes:
-            raise ValueError(f"{name} {value} out of range for {num_classes} classes")
+            raise ValueError(text("confusion.class_out_of_range", name=name, value=value,
+                                  count=num_classes))
     indices = cell_indices(probs, labels, true_class, predicted_class)
     has_convs = bool(conv_layers(model))
     shown = []

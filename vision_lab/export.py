@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .checkpoints import atomic_write_bytes, load_checkpoint
+from .i18n import text
 from .preprocessing import Preprocessing, pixel_permutation
 
 ONNX_REQUIREMENT = "onnx>=1.23"
@@ -45,7 +46,8 @@ def _optional_import(module: str, requirement: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise OnnxUnavailable(f"{purpose} needs the {module} package: pip install '{requirement}'") from None
+        raise OnnxUnavailable(text("export.missing_package", purpose=purpose, module=module,
+                                   requirement=requirement)) from None
 
 
 class WithPreprocessing(nn.Module):
@@ -58,7 +60,8 @@ class WithPreprocessing(nn.Module):
     def __init__(self, model: nn.Module, prep: Preprocessing, pixels: str = "uint8"):
         super().__init__()
         if pixels not in PIXEL_FORMATS:
-            raise ValueError(f"pixels must be one of {', '.join(PIXEL_FORMATS)}, not {pixels!r}")
+            raise ValueError(text("export.pixel_format", choices=", ".join(PIXEL_FORMATS),
+                                  pixels=repr(pixels)))
         top = 255.0 if pixels == "uint8" else 1.0
         self.model = model
         self.register_buffer("scale", torch.tensor([1 / (top * s) for s in prep.std]).view(1, -1, 1, 1))
@@ -110,7 +113,7 @@ def export_onnx(checkpoint_path, out_path, opset: int = 17, include_preprocessin
 
     See the module docstring for the input each option gives the file.
     """
-    onnx = _optional_import("onnx", ONNX_REQUIREMENT, "Exporting to ONNX")
+    onnx = _optional_import("onnx", ONNX_REQUIREMENT, text("export.purpose.export"))
     checkpoint = load_checkpoint(checkpoint_path)
     prep = checkpoint.preprocessing
     size = (1, prep.channels, prep.image_size, prep.image_size)
@@ -138,7 +141,7 @@ def run_onnx(path, inputs) -> np.ndarray:
     `inputs` is a numpy array or tensor of the type and shape the file expects (see its "input"
     metadata property).
     """
-    onnxruntime = _optional_import("onnxruntime", ONNXRUNTIME_REQUIREMENT, "Running an ONNX file")
+    onnxruntime = _optional_import("onnxruntime", ONNXRUNTIME_REQUIREMENT, text("export.purpose.run"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
     (logits,) = session.run(None, {session.get_inputs()[0].name: array})

@@ -3,19 +3,29 @@
 Every function builds a fresh `matplotlib.figure.Figure` through the object API,
 never pyplot: figures are not kept in any global registry, so a web server can
 build them from several threads and they are garbage collected once dropped.
+
+Figures label themselves in the current language (`i18n.using`, set by the app's handlers): every
+title, axis label, legend and message comes from the catalogue (`plots.*`), and a title or caption
+a caller passes may be a catalogue Text too. Chinese needs a CJK font; without one the figure is
+drawn in English, and `font_notice` gives the line a tab shows to say so.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from . import i18n
+from .i18n import Text, t, text
 
 STYLE = {
     "font.size": 13,
@@ -42,10 +52,57 @@ SMALL_TITLE = 12  # per-image captions in grids, where 17 pt would not fit
 _STYLE_LOCK = threading.Lock()
 
 
+# Fonts with Chinese glyphs, best first: Debian's fonts-wqy-microhei and fonts-noto-cjk (installed
+# by .ci/run and, on a Space, packages.txt), then what macOS and Windows ship.
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+             "PingFang SC", "Microsoft YaHei", "SimHei", "Droid Sans Fallback")
+
+
+@functools.cache
+def cjk_font() -> str | None:
+    """The name of an installed font that has Chinese glyphs, or None."""
+    from matplotlib import font_manager
+
+    def installed():
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONTS if name in names), None)
+
+    if installed() is None:
+        # matplotlib caches the fonts it found once; one installed since then is added here.
+        for path in font_manager.findSystemFonts():
+            if re.search(r"wqy|cjk|sourcehan|droidsansfallback", Path(path).name, re.IGNORECASE):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+    return installed()
+
+
+def plot_language(lang: str) -> str:
+    """The language plots can be labelled in: Chinese needs a CJK font, else English."""
+    return lang if lang != "zh" or cjk_font() else "en"
+
+
+def font_notice(lang: str | None = None) -> Text | None:
+    """The line a tab shows when its plots cannot be in the visitor's language (`lang`, default the
+    current one): Chinese without a CJK font installed. None when the plots speak it."""
+    lang = lang or i18n.current()
+    return text("plots.font_notice") if plot_language(lang) != lang else None
+
+
 def _styled(build):
+    """Build a figure in the projector style, labelled in the current language (i18n.using)."""
     @functools.wraps(build)
     def with_style(*args, **kwargs):
-        with _STYLE_LOCK, rc_context(STYLE):
+        lang = plot_language(i18n.current())
+        style = dict(STYLE)
+        if lang == "zh":
+            # By name, not through the "sans-serif" alias: a text keeps the family it was made
+            # with, but an alias is looked up when the figure is drawn, after this context ends.
+            # The default sans-serif fonts stay behind it for any glyph the CJK font lacks.
+            style["font.family"] = [cjk_font(), "sans-serif"]
+            style["axes.unicode_minus"] = False  # CJK fonts often lack the minus sign
+        with _STYLE_LOCK, rc_context(style), i18n.using(lang):
             return build(*args, **kwargs)
 
     return with_style
@@ -74,7 +131,7 @@ def _single_axes_figure(width=9.0, height=5.5, fixed_margins=False):
 def _show_message(ax, message: str) -> None:
     ax.set_xticks([])  # 0..1 ticks on an empty plot would look like data
     ax.set_yticks([])
-    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
+    ax.text(0.5, 0.5, i18n.render(message), transform=ax.transAxes, ha="center", va="center",
             color="0.45", fontsize=STYLE["axes.labelsize"])
 
 
@@ -87,7 +144,7 @@ def _grid_figure(n: int, ncols: int, cell: float, title: str | None):
     for unused in axes[n:]:
         fig.delaxes(unused)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(i18n.render(title))
     return fig, axes[:n]
 
 
@@ -96,7 +153,7 @@ def _empty_grid(message: str, title: str | None):
     ax.set_axis_off()
     _show_message(ax, message)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(i18n.render(title))
     return fig
 
 
@@ -129,37 +186,37 @@ def _smooth(values: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 @_styled
-def loss_curve(steps, losses, title: str = "Training loss per iteration", smoothing: float = 0.9,
+def loss_curve(steps, losses, title: str = text("plots.loss.title"), smoothing: float = 0.9,
                max_points: int | None = None) -> Figure:
     """Raw loss per iteration (faint) and its moving average (bold).
 
     `max_points` thins both lines to about that many points (the average is computed on every
     point first): drawing time grows with the points, and a screen shows no more anyway."""
     if not 0 <= smoothing < 1:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        raise ValueError(text("plots.error.smoothing", smoothing=smoothing))
     steps, losses = _to_numpy(steps, float), _to_numpy(losses, float)
     if len(steps) != len(losses):
-        raise ValueError(f"{len(steps)} steps but {len(losses)} losses")
+        raise ValueError(text("plots.error.steps_losses", steps=len(steps), losses=len(losses)))
     fig, ax = _single_axes_figure(fixed_margins=True)
-    ax.set(title=title, xlabel="iteration", ylabel="loss")
+    ax.set(title=i18n.render(title), xlabel=t("plots.axis.iteration"), ylabel=t("plots.axis.loss"))
     if len(losses) == 0:
-        _show_message(ax, "waiting for the first batch…")
+        _show_message(ax, t("plots.waiting.batch"))
         return fig
     smoothed = _smooth(losses, smoothing)
     if max_points and len(steps) > max_points:
         keep = np.unique(np.linspace(0, len(steps) - 1, max_points).round().astype(int))
         steps, losses, smoothed = steps[keep], losses[keep], smoothed[keep]
-    ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label="loss of each batch")
-    ax.plot(steps, smoothed, color="C0", linewidth=3, label="moving average")
+    ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label=t("plots.legend.batch_loss"))
+    ax.plot(steps, smoothed, color="C0", linewidth=3, label=t("plots.legend.moving_average"))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
 
 
 _EPOCH_METRICS = {
-    # metric: (y label, scale applied to the stored value, title)
-    "acc": ("accuracy (%)", 100.0, "Accuracy per epoch"),
-    "loss": ("loss", 1.0, "Loss per epoch"),
+    # metric: (y label's key, scale applied to the stored value, title's key)
+    "acc": ("plots.axis.accuracy", 100.0, "plots.epochs.acc_title"),
+    "loss": ("plots.axis.loss", 1.0, "plots.epochs.loss_title"),
 }
 
 
@@ -189,30 +246,34 @@ def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") ->
     Each run maps to its seeds' histories: with several, the line is their mean and a shaded band
     spans their min to max, so a difference smaller than the band is seed-to-seed noise."""
     if metric not in _EPOCH_METRICS:
-        raise ValueError(f"metric must be one of {list(_EPOCH_METRICS)}, got {metric!r}")
+        raise ValueError(text("plots.error.metric", choices=str(list(_EPOCH_METRICS)),
+                              metric=repr(metric)))
     ylabel, scale, title = _EPOCH_METRICS[metric]
+    ylabel, title = t(ylabel), t(title)
     runs = {label: [h for h in seeds if h] for label, seeds in histories.items()}
     runs = {label: seeds for label, seeds in runs.items() if seeds}
     fig, ax = _single_axes_figure()
-    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    ax.set(title=title, xlabel=t("plots.axis.epoch"), ylabel=ylabel)
     if not runs:
-        _show_message(ax, "waiting for the first epoch…")
+        _show_message(ax, t("plots.waiting.epoch"))
         return fig
     single_run = len(runs) == 1
     most_seeds = max(len(seeds) for seeds in runs.values())
     for i, (label, seeds) in enumerate(runs.items()):
-        prefix = "" if single_run else f"{label}: "
         colour = f"C{i % 10}"
         for split, style in (("train", "--"), ("val", "-")):
             epochs, mean, low, high = _over_seeds(seeds, f"{split}_{metric}", scale)
-            ax.plot(epochs, mean, color=colour, linestyle=style, marker="o",
-                    label=prefix + ("train" if split == "train" else "validation"))
+            name = t("plots.legend.train" if split == "train" else "plots.legend.validation")
+            if not single_run:
+                name = t("plots.legend.run_split", run=i18n.render(label), split=name)
+            ax.plot(epochs, mean, color=colour, linestyle=style, marker="o", label=name)
             if len(seeds) > 1:
                 ax.fill_between(epochs, low, high, color=colour, alpha=0.15, linewidth=0)
     if single_run:
-        ax.set_title(f"{title}: {next(iter(runs))}")
+        ax.set_title(t("plots.epochs.title_of_run", title=title,
+                       run=i18n.render(next(iter(runs)))))
     if most_seeds > 1:
-        ax.set_title(f"{ax.get_title()} (mean of {most_seeds} seeds; band: min to max)",
+        ax.set_title(t("plots.epochs.over_seeds", title=ax.get_title(), seeds=most_seeds),
                      fontsize=STYLE["axes.labelsize"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -224,12 +285,14 @@ def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") ->
 def lr_curve(history: list[dict]) -> Figure:
     """Learning rate per epoch; log scale when it spans more than a factor of 10."""
     fig, ax = _single_axes_figure(9, 4.5)
-    ax.set(title="Learning rate per epoch", xlabel="epoch", ylabel="learning rate")
+    ax.set(title=t("plots.lr.title"), xlabel=t("plots.axis.epoch"),
+           ylabel=t("plots.axis.learning_rate"))
     if not history:
-        _show_message(ax, "waiting for the first epoch…")
+        _show_message(ax, t("plots.waiting.epoch"))
         return fig
     rates = [r["lr"] for r in history]
-    ax.plot([r["epoch"] for r in history], rates, color="C2", marker="o", label="learning rate")
+    ax.plot([r["epoch"] for r in history], rates, color="C2", marker="o",
+            label=t("plots.legend.learning_rate"))
     positive = [lr for lr in rates if lr > 0]
     if positive and max(positive) > 10 * min(positive):
         ax.set_yscale("log")
@@ -252,14 +315,16 @@ def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
     counts = _to_numpy(matrix, float)
     n = len(classes)
     if counts.shape != (n, n):
-        raise ValueError(f"matrix shape {counts.shape} does not match {n} classes")
+        raise ValueError(text("plots.error.matrix_shape", shape=str(counts.shape), count=n))
     if normalize:
         totals = counts.sum(axis=1, keepdims=True)
         values = np.divide(100 * counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        top, colour_label, title = 100.0, "% of the true class", "Confusion matrix (% of each true class)"
+        top, colour_label, title = (100.0, t("plots.confusion.percent_colorbar"),
+                                    t("plots.confusion.percent_title"))
     else:
         values = counts
-        top, colour_label, title = max(counts.max(), 1.0), "images", "Confusion matrix (image counts)"
+        top, colour_label, title = (max(counts.max(), 1.0), t("plots.confusion.count_colorbar"),
+                                    t("plots.confusion.count_title"))
 
     side = max(6.0, 0.65 * n + 2.5)
     fig, ax = _single_axes_figure(side + 1.5, side)
@@ -270,7 +335,7 @@ def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
     ax.set_xticks(ticks, classes, rotation=45 if long_names else 0,
                   ha="right" if long_names else "center", rotation_mode="anchor")
     ax.set_yticks(ticks, classes)
-    ax.set(title=title, xlabel="predicted class", ylabel="true class")
+    ax.set(title=title, xlabel=t("plots.axis.predicted_class"), ylabel=t("plots.axis.true_class"))
     # Beyond ~20 classes the numbers no longer fit in their cells; colour alone must do.
     if n <= 20:
         fontsize = SMALL_TITLE if n <= 10 else 9
@@ -287,14 +352,16 @@ def per_class_accuracy(acc, classes) -> Figure:
     """Horizontal bars of accuracy (%) per class; the mean goes in the title."""
     percent = 100 * _to_numpy(acc, float)
     if len(percent) != len(classes):
-        raise ValueError(f"{len(percent)} accuracies but {len(classes)} classes")
+        raise ValueError(text("plots.error.accuracies_classes", accuracies=len(percent),
+                              classes=len(classes)))
     fig, ax = _single_axes_figure(9, max(4.0, 0.5 * len(classes) + 2))
-    ax.set(title="Accuracy per class", xlabel="accuracy (%)", ylabel="class")
+    ax.set(title=t("plots.per_class.title"), xlabel=t("plots.axis.accuracy"),
+           ylabel=t("plots.axis.class"))
     if len(percent) == 0:
-        _show_message(ax, "no classes to show")
+        _show_message(ax, t("plots.empty.classes"))
         return fig
     # A mean line would run through the value labels, which sit right at the bar ends.
-    ax.set_title(f"Accuracy per class (mean {np.mean(percent):.1f}%)")
+    ax.set_title(t("plots.per_class.title_with_mean", mean=float(np.mean(percent))))
     rows = np.arange(len(classes))
     bars = ax.barh(rows, percent, color="C0")
     ax.bar_label(bars, fmt="%.1f%%", padding=4, fontsize=SMALL_TITLE)
@@ -314,15 +381,15 @@ def image_grid(images_uint8, titles=None, ncols: int = 8, title: str | None = No
     """A grid of (N, C, H, W) uint8 images with optional per-image captions."""
     images = _to_numpy(images_uint8)
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+        raise ValueError(text("plots.error.titles_images", titles=len(titles), images=len(images)))
     if len(images) == 0:
-        return _empty_grid("no images to show", title)
+        return _empty_grid(t("plots.empty.images"), title)
     fig, axes = _grid_figure(len(images), ncols, cell=1.8, title=title)
     for i, ax in enumerate(axes):
         # Fixed 0..255 range so a dark image is shown dark, not stretched.
         _show_image(ax, images[i], vmin=0, vmax=255)
         if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=SMALL_TITLE, fontweight="normal")
+            ax.set_title(i18n.render(titles[i]), fontsize=SMALL_TITLE, fontweight="normal")
     return fig
 
 
@@ -350,8 +417,7 @@ def feature_map_mosaic(maps, ncols: int = 8, tile: int = 96, gap: int = 6) -> np
     """
     maps = _to_numpy(maps, np.float32)
     if maps.ndim != 3 or len(maps) == 0:
-        raise ValueError(f"expected (channels, height, width) with at least one channel, got "
-                         f"shape {maps.shape}")
+        raise ValueError(text("plots.error.maps_shape", shape=str(maps.shape)))
     n, h, w = maps.shape
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
@@ -384,7 +450,7 @@ def filter_grid(weights) -> Figure:
     low = weights.min(axis=(1, 2, 3), keepdims=True)
     span = weights.max(axis=(1, 2, 3), keepdims=True) - low
     scaled = (weights - low) / np.where(span > 0, span, 1.0)
-    title = f"First-layer filters ({out_channels} filters, {kh}×{kw} pixels each)"
+    title = t("plots.filters.title", count=out_channels, height=kh, width=kw)
     fig, axes = _grid_figure(out_channels, ncols=8, cell=1.2, title=title)
     for i, ax in enumerate(axes):
         _show_image(ax, scaled[i], vmin=0, vmax=1)
@@ -395,7 +461,7 @@ def filter_grid(weights) -> Figure:
 def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
     """One heat strip per hidden layer: which units fire for this image."""
     if not activations:
-        return _empty_grid("no hidden layers to show", "Hidden-layer activations")
+        return _empty_grid(t("plots.empty.hidden_layers"), t("plots.hidden.empty_title"))
     fig = Figure(figsize=(10, 1.9 * len(activations) + 1), layout="constrained")
     axes = fig.subplots(len(activations), 1, squeeze=False)[:, 0]
     for ax, (name, values) in zip(axes, activations):
@@ -403,10 +469,11 @@ def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
         strip = ax.imshow(values[None, :], aspect="auto", cmap="viridis", interpolation="nearest")
         fig.colorbar(strip, ax=ax, pad=0.01)
         active = np.mean(values > 0)
-        ax.set_title(f"{name}: {values.size} units, {active:.0%} active", fontsize=STYLE["axes.labelsize"])
+        ax.set_title(t("plots.hidden.layer", name=name, units=values.size, active=active),
+                     fontsize=STYLE["axes.labelsize"])
         ax.set_yticks([])
-    axes[-1].set_xlabel("hidden unit")
-    fig.suptitle("Hidden-layer activations for one image")
+    axes[-1].set_xlabel(t("plots.axis.hidden_unit"))
+    fig.suptitle(t("plots.hidden.title"))
     return fig
 
 

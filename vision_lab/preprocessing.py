@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .i18n import text
+
 
 class ImageError(ValueError):
     """An image a user gave us cannot be used; the message says why in one sentence."""
@@ -100,14 +102,14 @@ def open_image(source) -> Image.Image:
         img = Image.fromarray(source)
     else:
         if isinstance(source, (bytes, bytearray)):
-            data, name = bytes(source), "the image"
+            data, name = bytes(source), text("preprocessing.the_image")
         else:
             path = Path(source)
             if not path.is_file():
-                raise ImageError(f"{path.name}: no such file.")
+                raise ImageError(text("preprocessing.no_such_file", name=path.name))
             data, name = path.read_bytes(), path.name
         if not data:
-            raise ImageError(f"{name} is empty (0 bytes).")
+            raise ImageError(text("preprocessing.empty", name=name))
         try:
             with warnings.catch_warnings():
                 # PIL only warns between 1x and 2x its pixel limit; refuse those images too.
@@ -116,12 +118,12 @@ def open_image(source) -> Image.Image:
                 img.seek(0)  # animated GIF/WebP: the first frame
                 img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{name} is too large to open safely "
-                             f"(over {Image.MAX_IMAGE_PIXELS:,} pixels).") from None
+            raise ImageError(text("preprocessing.too_large", name=name,
+                                  pixels=Image.MAX_IMAGE_PIXELS)) from None
         except UnidentifiedImageError:
-            raise ImageError(f"{name} is not an image file PIL can read.") from None
+            raise ImageError(text("preprocessing.not_an_image", name=name)) from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{name} is damaged or truncated ({e}).") from None
+            raise ImageError(text("preprocessing.damaged", name=name, reason=str(e))) from None
     return ImageOps.exif_transpose(img)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .i18n import text
 from .inspect import (
     _cam_to_heatmap,
     _device_of,
@@ -27,16 +28,8 @@ from .inspect import (
     grad_cam,
 )
 
-METHODS = {
-    "grad_cam": "Weigh each map of the last convolution by how much the class score grows with it, "
-                "and add them up: where the evidence for the class lies.",
-    "grad_cam_plus_plus": "Grad-CAM that gives every patch of evidence its own say, so several "
-                          "objects or parts of one class all light up, not only the strongest.",
-    "occlusion": "Hide one patch at a time under a grey square and watch the class's probability: "
-                 "the patches whose loss hurts most are the ones the model relies on.",
-    "input_gradient": "How strongly the class score reacts to a tiny change of each pixel: "
-                      "bright pixels are the ones the score is most sensitive to.",
-}
+METHODS = {method: text(f"saliency.{method}.idea")
+           for method in ("grad_cam", "grad_cam_plus_plus", "occlusion", "input_gradient")}
 
 
 def occlusion_patch(image_size: int) -> tuple[int, int]:
@@ -149,5 +142,6 @@ def saliency_map(method: str, model: nn.Module, x: torch.Tensor,
                  target_class: int | None = None) -> tuple[torch.Tensor, int]:
     """Run one of `METHODS` by name with its defaults: (map (H, W), class explained)."""
     if method not in _FUNCTIONS:
-        raise ValueError(f"Unknown saliency method {method!r}. Available: {', '.join(_FUNCTIONS)}")
+        raise ValueError(text("saliency.unknown_method", method=repr(method),
+                              available=", ".join(_FUNCTIONS)))
     return _FUNCTIONS[method](model, x, target_class)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
+from ..i18n import text
 from .base import DatasetUnavailable, ImageData, channel_stats, split_per_class
 from .downloads import CIFAR_CLASSES, cifar_present, idx_present, load_cifar10, load_idx
 from .folders import FOLDER_OPTIONS, FOLDER_PREFIX, folder_info, load_folder
@@ -77,9 +78,9 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     test_fraction, max_bytes, max_files; all: progress (a callable taking a message string).
     """
     if subset_mode not in ("first", "random"):
-        raise ValueError(f"subset_mode must be 'first' or 'random', not {subset_mode!r}.")
+        raise ValueError(text("datasets.subset_mode", mode=repr(subset_mode)))
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"The validation fraction must be at least 0 and below 1, got {val_fraction}.")
+        raise ValueError(text("datasets.val_fraction", fraction=val_fraction))
     if name.startswith(FOLDER_PREFIX):
         _check_options(name, options, FOLDER_OPTIONS)
         data = load_folder(name[len(FOLDER_PREFIX):], image_size, seed, **options)
@@ -95,10 +96,10 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     generator = torch.Generator().manual_seed(seed)
     data.train_images, data.train_labels = _subset(
         data.train_images, data.train_labels, subset_train, subset_mode, generator,
-        lambda n: f"subset_train={subset_train} is larger than the {n} training images of '{name}'.")
+        lambda n: text("datasets.subset_too_large.train", size=subset_train, count=n, name=name))
     data.test_images, data.test_labels = _subset(
         data.test_images, data.test_labels, subset_test, subset_mode, generator,
-        lambda n: f"subset_test={subset_test} is larger than the {n} test images of '{name}'.")
+        lambda n: text("datasets.subset_too_large.test", size=subset_test, count=n, name=name))
     if data.val_images is None and val_fraction > 0:
         _hold_out_validation(data, val_fraction, seed)
     if data.mean is None:
@@ -111,11 +112,8 @@ def _hold_out_validation(data: ImageData, fraction: float, seed: int) -> None:
     counts = torch.bincount(data.train_labels, minlength=len(data.classes))
     if counts.min() < 2:
         label = int(counts.argmin())
-        raise ValueError(
-            f"{len(data.train_images):,} training images are too few to hold out a validation "
-            f"set: class '{data.classes[label]}' has {int(counts[label])}, and every class needs at "
-            f"least 2 (one to learn from, one to check on). Use more training images, or set the "
-            f"validation fraction to 0.")
+        raise ValueError(text("datasets.too_few_for_validation", count=len(data.train_images),
+                              name=data.classes[label], has=int(counts[label])))
     kept, held = split_per_class(data.train_labels, fraction, seed)
     data.val_images, data.val_labels = data.train_images[held], data.train_labels[held]
     data.train_images, data.train_labels = data.train_images[kept], data.train_labels[kept]
@@ -145,8 +143,8 @@ def sample_grid(data: ImageData, n: int = 16, split: str = "train",
 def _check_options(name: str, options: dict, allowed: frozenset[str]) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"Unknown option {unknown[0]!r} for dataset '{name}'; it accepts: "
-                         f"{', '.join(sorted(allowed))}.")
+        raise ValueError(text("datasets.unknown_option", option=repr(unknown[0]), name=name,
+                              allowed=", ".join(sorted(allowed))))
 
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, size: int | None, mode: str,
@@ -155,7 +153,7 @@ def _subset(images: torch.Tensor, labels: torch.Tensor, size: int | None, mode: 
     if size is None:
         return images, labels
     if size < 1:
-        raise ValueError(f"A subset needs at least 1 image, not {size}.")
+        raise ValueError(text("datasets.subset_too_small", size=size))
     if size > len(images):
         raise ValueError(too_large(len(images)))
     if mode == "first":
@@ -191,26 +189,24 @@ def _mnist_family(dataset_class, name: str, title: str, size_mb: int, mean, std,
 _BUILTIN = {
     "shapes": _BuiltinSpec(
         tuple(SHAPES), 3, SHAPES_SIZE,
-        "Synthetic 32×32 colour shapes in 10 classes, generated in memory (no download). Position, "
-        "size, rotation, colours and background vary, so a small CNN beats an MLP clearly.",
+        text("datasets.shapes.description"),
         lambda root: True, load_shapes,
         frozenset({"n_train", "n_test", "shapes_seed", "progress"})),
     "mnist": _mnist_family(
         MNIST, "mnist", "MNIST", 12, (0.1307,), (0.3081,),
-        "Handwritten digits 0–9: 28×28 grayscale, 60,000 training and 10,000 test images."),
+        text("datasets.mnist.description")),
     "fashion_mnist": _mnist_family(
         FashionMNIST, "fashion_mnist", "Fashion-MNIST", 30, (0.2860,), (0.3530,),
-        "Clothing photos in 10 classes: 28×28 grayscale, 60,000 training and 10,000 test images."),
+        text("datasets.fashion_mnist.description")),
     "cifar10": _BuiltinSpec(
         tuple(CIFAR_CLASSES), 3, 32,
-        "Small colour photos in 10 classes (planes, cars, animals, …): 32×32, 50,000 training and "
-        "10,000 test images.",
+        text("datasets.cifar10.description"),
         cifar_present, load_cifar10),
 }
 
 
 def _builtin_spec(name: str) -> _BuiltinSpec:
     if name not in _BUILTIN:
-        raise ValueError(f"Unknown dataset {name!r}. Available: {', '.join(_BUILTIN)}, "
-                         f"or {FOLDER_PREFIX}PATH for a folder or zip of class folders.")
+        raise ValueError(text("datasets.unknown", name=repr(name), available=", ".join(_BUILTIN),
+                              prefix=FOLDER_PREFIX))
     return _BUILTIN[name]

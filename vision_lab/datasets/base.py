@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from ..i18n import text
+
 
 class DatasetUnavailable(RuntimeError):
     """A dataset cannot be loaded here; the message says what the user can do."""
@@ -43,9 +45,9 @@ class ImageData:
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of "train", "val" or "test"."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', not {name!r}.")
+            raise ValueError(text("datasets.split.unknown", split=repr(name)))
         if name == "val" and not self.has_validation:
-            raise ValueError(f"{self.name} has no validation images.")
+            raise ValueError(text("datasets.split.no_validation", name=self.name))
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
 
 
@@ -67,13 +69,13 @@ def split_per_class(labels: torch.Tensor, fraction: float, seed: int) -> tuple[t
 
 
 def env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
+    value = os.environ.get(name, "").strip()
+    if not value:
         return default
     try:
-        return int(text)
+        return int(value)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {text!r}.") from None
+        raise ValueError(text("datasets.env_not_whole", name=name, value=repr(value))) from None
 
 
 
@@ -95,19 +97,16 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def say(progress: Callable[[str], None] | None, message: str) -> None:
+    """Tell `progress` (if any) what is happening: a catalogue Text, said in the reader's language."""
     if progress is not None:
         progress(message)
 
 
 def format_bytes(size: int) -> str:
     if size < 1024:
-        return f"{size} bytes"
+        return text("datasets.bytes", size=size)
     for unit in ("KB", "MB", "GB"):
         size /= 1024
         if size < 1024 or unit == "GB":
             return f"{size:,.1f} {unit}"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 

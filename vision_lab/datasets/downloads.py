@@ -13,12 +13,13 @@ import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
+from ..i18n import text
 from .base import DatasetUnavailable, ImageData, say
 
+
 def _download_failed(title: str, data_root: Path, what_to_put: str) -> DatasetUnavailable:
-    return DatasetUnavailable(
-        f"Could not download {title} into {data_root}/ (no internet connection?). Put {what_to_put} "
-        f"there, or choose the 'shapes' dataset, which needs no download.")
+    return DatasetUnavailable(text("datasets.download.failed", dataset=title, root=str(data_root),
+                                   what=what_to_put))
 
 
 def _idx_folder(dataset_class, data_root: Path) -> Path:
@@ -54,14 +55,15 @@ def load_idx(data_root: Path, seed: int, progress=None, *, dataset_class, name: 
               size_mb: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ImageData:
     folder = _idx_folder(dataset_class, data_root)
     if not idx_present(dataset_class, data_root):
-        say(progress, f"Downloading {title} ({size_mb} MB) into {data_root}/ …")
+        say(progress, text("datasets.download.progress", dataset=title, size_mb=size_mb,
+                           root=str(data_root)))
         try:
             _download_idx(dataset_class, data_root)
         except Exception as error:
             files = ", ".join(_idx_names(dataset_class))
             where = folder.relative_to(data_root)
-            raise _download_failed(title, data_root, f"its four files ({files}) in {where}/") \
-                from error
+            what = text("datasets.download.idx_files", files=files, where=str(where))
+            raise _download_failed(title, data_root, what) from error
     splits = []
     for prefix in ("train", "t10k"):
         images = read_image_file(str(folder / f"{prefix}-images-idx3-ubyte"))
@@ -70,6 +72,7 @@ def load_idx(data_root: Path, seed: int, progress=None, *, dataset_class, name: 
     return ImageData(name, list(dataset_class.classes), 1, 28, mean, std, *splits, [])
 
 
+_CIFAR_TITLE = "CIFAR-10"
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 _CIFAR_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 _CIFAR_FOLDER = "cifar-10-batches-bin"
@@ -97,8 +100,7 @@ def _read_cifar(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     for path in paths:
         data = np.fromfile(path, dtype=np.uint8)
         if data.size == 0 or data.size % _CIFAR_RECORD:
-            raise DatasetUnavailable(f"{path} is damaged (unexpected size); delete it and load "
-                                     f"CIFAR-10 again to download a fresh copy.")
+            raise DatasetUnavailable(text("datasets.cifar10.damaged", path=str(path)))
         records.append(data.reshape(-1, _CIFAR_RECORD))
     records = torch.from_numpy(np.concatenate(records))
     return records[:, 1:].reshape(-1, 3, 32, 32).contiguous(), records[:, 0].to(torch.int64)
@@ -106,15 +108,15 @@ def _read_cifar(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_cifar10(data_root: Path, seed: int, progress=None) -> ImageData:
     if not cifar_present(data_root):
-        say(progress, f"Downloading CIFAR-10 (162 MB) into {data_root}/ …")
+        say(progress, text("datasets.download.progress", dataset=_CIFAR_TITLE, size_mb=162,
+                           root=str(data_root)))
         try:
             _download_cifar(data_root)
         except Exception as error:
-            what = f"the extracted '{_CIFAR_FOLDER}' folder (from cifar-10-binary.tar.gz)"
+            what = text("datasets.cifar10.what_to_put", folder=_CIFAR_FOLDER)
             if (data_root / "cifar-10-batches-py").is_dir():
-                what += (" — the 'cifar-10-batches-py' folder already there is the Python version,"
-                         " which Vision Lab does not read because loading it means unpickling")
-            raise _download_failed("CIFAR-10", data_root, what) from error
+                what = text("datasets.cifar10.what_to_put_not_python", folder=_CIFAR_FOLDER)
+            raise _download_failed(_CIFAR_TITLE, data_root, what) from error
     folder = data_root / _CIFAR_FOLDER
     train_images, train_labels = _read_cifar([folder / name for name in _CIFAR_TRAIN])
     test_images, test_labels = _read_cifar([folder / name for name in _CIFAR_TEST])

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .base import ImageData, env_int, format_bytes, plural, say, split_per_class
+from ..i18n import text
+from .base import ImageData, env_int, format_bytes, say, split_per_class
 
 FOLDER_PREFIX = "folder:"
 # Images keep their own size when they all share one square size up to this; larger ones are
@@ -36,17 +37,9 @@ MAX_ARCHIVE_FILES = env_int("VISION_LAB_MAX_ARCHIVE_FILES", 50_000)
 FOLDER_OPTIONS = frozenset({"test_fraction", "max_bytes", "max_files", "progress"})
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
-# Why files were skipped, as (one file, several files) phrases.
-_SKIP_REASONS = {
-    "not_image": ("that is not an image", "that are not images"),
-    "too_large": ("that is too large to decode safely", "that are too large to decode safely"),
-    "unreadable": ("that could not be read from the zip file",
-                   "that could not be read from the zip file"),
-    "nested_zip": ("that is a zip inside the zip (not opened)",
-                   "that are zips inside the zip (not opened)"),
-    "symlink": ("that is a symbolic link", "that are symbolic links"),
-    "outside": ("that is not inside a class folder", "that are not inside a class folder"),
-}
+# Why files were skipped, in the order they are reported; each has a phrase for one file
+# (datasets.folder.skip.<reason>.one) and one for several (.many) in the catalogue.
+_SKIP_REASONS = ("not_image", "too_large", "unreadable", "nested_zip", "symlink", "outside")
 
 
 @dataclass
@@ -94,8 +87,7 @@ def _safe_member_parts(name: str) -> tuple[str, ...]:
     unified = name.replace("\\", "/")
     parts = tuple(p for p in unified.split("/") if p not in ("", "."))
     if unified.startswith("/") or re.match(r"[A-Za-z]:", unified) or ".." in parts:
-        raise ValueError(f"The zip file contains an unsafe path {name!r} (absolute or with '..'); "
-                         f"refusing to read it.")
+        raise ValueError(text("datasets.zip.unsafe_path", name=repr(name)))
     return parts
 
 
@@ -120,8 +112,7 @@ class _ReadBudget:
         with archive.open(info) as member:
             data = member.read(self.remaining + 1)
         if len(data) > self.remaining:
-            raise ValueError(f"The zip file unpacks to more than {format_bytes(self.limit)}, the "
-                             f"limit (set VISION_LAB_MAX_ARCHIVE_MB to raise it).")
+            raise ValueError(text("datasets.zip.over_budget", limit=format_bytes(self.limit)))
         self.remaining -= len(data)
         return io.BytesIO(data)
 
@@ -131,13 +122,11 @@ def _scan_zip(archive: zipfile.ZipFile, max_bytes: int, max_files: int) -> _Tree
     members = [(info, _safe_member_parts(_zip_member_name(info))) for info in archive.infolist()]
     files = [info for info, _ in members if not info.is_dir()]
     if len(files) > max_files:
-        raise ValueError(f"The zip file has {len(files):,} files, more than the limit of "
-                         f"{max_files:,} (set VISION_LAB_MAX_ARCHIVE_FILES to raise it).")
+        raise ValueError(text("datasets.zip.too_many_files", count=len(files), limit=max_files))
     declared = sum(info.file_size for info in files)
     if declared > max_bytes:
-        raise ValueError(f"The zip file unpacks to {format_bytes(declared)}, more than the "
-                         f"{format_bytes(max_bytes)} limit (set VISION_LAB_MAX_ARCHIVE_MB to "
-                         f"raise it).")
+        raise ValueError(text("datasets.zip.too_large", size=format_bytes(declared),
+                              limit=format_bytes(max_bytes)))
     budget = _ReadBudget(max_bytes)
     tree = _Tree({}, set())
     for info, parts in members:
@@ -212,11 +201,12 @@ def _find_layout(tree: _Tree, shown_path: str) -> _Layout:
     if "train" in by_lower and ("test" in by_lower or "val" in by_lower):
         split = {name: _class_files(tree, prefix + (by_lower[name],)) if name in by_lower else None
                  for name in ("train", "test", "val")}
-        expected = f"{shown_path}/{'/'.join(prefix + (by_lower['train'],))}/<class name>/<images>"
+        expected = text("datasets.folder.expected",
+                        path=f"{shown_path}/{'/'.join(prefix + (by_lower['train'],))}")
         layout = _Layout(split["train"], split["test"], split["val"])
     else:
         layout = _Layout(_class_files(tree, prefix), None)
-        expected = "/".join([shown_path, *prefix, "<class name>/<images>"])
+        expected = text("datasets.folder.expected", path="/".join([shown_path, *prefix]))
     _check_classes(layout, shown_path, expected)
     return layout
 
@@ -224,34 +214,34 @@ def _find_layout(tree: _Tree, shown_path: str) -> _Layout:
 def _check_classes(layout: _Layout, shown_path: str, expected: str) -> None:
     train = layout.train
     if not train:
-        raise ValueError(f"Looked in '{shown_path}' but found no class folders: expected {expected}.")
+        raise ValueError(text("datasets.folder.no_classes", path=shown_path, expected=expected))
     names = sorted(set(train).union(layout.test or {}, layout.val or {}))
     by_lower: dict[str, str] = {}
     for name in names:
         if name.lower() in by_lower:
-            raise ValueError(f"Class folders '{by_lower[name.lower()]}' and '{name}' differ only "
-                             f"by upper/lower case; rename or merge them.")
+            raise ValueError(text("datasets.folder.case_clash", first=by_lower[name.lower()],
+                                  second=name))
         by_lower[name.lower()] = name
     if len(train) < 2:
-        raise ValueError(f"'{shown_path}' has only one class folder ('{next(iter(train))}'); a "
-                         f"classifier needs at least 2 classes: expected {expected}.")
+        raise ValueError(text("datasets.folder.one_class", path=shown_path, name=next(iter(train)),
+                              expected=expected))
     for split in ("test", "val"):
         extra = sorted(set(getattr(layout, split) or {}) - set(train))
         if extra:
-            raise ValueError(f"The {split} folder has class folders that the train folder lacks: "
-                             f"{', '.join(extra)}.")
+            raise ValueError(text("datasets.folder.extra_classes", split=split,
+                                  classes=", ".join(extra)))
 
 
 def _open_tree(path: Path, shown_path: str, max_bytes: int, max_files: int):
     """Scan a folder or zip; returns (tree, zip file to close or None)."""
     if not path.exists():
-        raise ValueError(f"The folder or zip file '{shown_path}' does not exist.")
+        raise ValueError(text("datasets.folder.missing", path=shown_path))
     if path.is_dir():
         return _scan_directory(path), None
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        raise ValueError(f"'{shown_path}' is neither a folder nor a readable zip file.") from None
+        raise ValueError(text("datasets.folder.not_folder_or_zip", path=shown_path)) from None
     try:
         return _scan_zip(archive, max_bytes, max_files), archive
     except BaseException:
@@ -271,8 +261,8 @@ def folder_info(path_text: str) -> dict:
         "classes": list(layout.train),
         "channels": None,
         "image_size": None,  # chosen from the images' own sizes when they are loaded
-        "description": f"Your images from {path_text}: {len(layout.train)} class folders, "
-                       f"{count:,} files.",
+        "description": text("datasets.folder.description", path=path_text,
+                            classes=len(layout.train), count=count),
         "needs_download": False,
     }
 
@@ -299,18 +289,23 @@ def choose_image_size(sizes: list[tuple[int, int]]) -> tuple[int, str | None]:
     median = shorter[len(shorter) // 2]
     size = max(FOLDER_MIN_IMAGE_SIZE, min(median, FOLDER_MAX_IMAGE_SIZE))
     bound = ("" if size == median else
-             f", raised to the smallest size used, {size} px" if size > median else
-             f", lowered to the largest size used by default, {size} px")
+             text("datasets.size.raised", size=size) if size > median else
+             text("datasets.size.lowered", size=size))
     if len(distinct) == 1:
         (w, h), = distinct
-        found = f"are all {w}×{h}" + ("" if w == h else ", not square")
-        why = "their shorter side" + bound
+        found = text("datasets.size.all_square" if w == h else "datasets.size.all_not_square",
+                     width=w, height=h)
+        why = text("datasets.size.why_shorter_side", bound=bound)
     else:
-        found = (f"come in {len(distinct):,} sizes, from {distinct[0][0]}×{distinct[0][1]} to "
-                 f"{distinct[-1][0]}×{distinct[-1][1]}")
-        why = "the median of their shorter sides" + (f", {median} px{bound}" if bound else "")
-    return size, (f"Your images {found}: each is resized to {size}×{size} ({why}). Set the image "
-                  f"size to choose another.")
+        found = text("datasets.size.several", count=len(distinct), smallest=_by(distinct[0]),
+                     largest=_by(distinct[-1]))
+        why = (text("datasets.size.why_median_bounded", median=median, bound=bound) if bound
+               else text("datasets.size.why_median"))
+    return size, text("datasets.size.chosen", found=found, size=size, why=why)
+
+
+def _by(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
 
 
 def _image_sizes(splits: dict[str, dict[str, list[tuple[str, ...]]]], tree: _Tree) -> list[tuple[int, int]]:
@@ -392,12 +387,16 @@ def _decode_classes(classes: dict[str, list[tuple[str, ...]]], tree: _Tree, size
 
 def _skip_messages(skipped: dict[str, list[str]]) -> list[str]:
     messages = []
-    for reason, (one, several) in _SKIP_REASONS.items():
+    for reason in _SKIP_REASONS:
         names = skipped.get(reason, [])
         if names:
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
-            phrase = one if len(names) == 1 else several
-            messages.append(f"Skipped {plural(len(names), 'file')} {phrase}: {shown}.")
+            shown = ", ".join(names[:5])
+            if len(names) > 5:
+                shown = text("datasets.folder.and_more", names=shown, more=len(names) - 5)
+            number = "one" if len(names) == 1 else "many"
+            messages.append(text(f"datasets.folder.skipped.{number}", count=len(names),
+                                 reason=text(f"datasets.folder.skip.{reason}.{number}"),
+                                 names=shown))
     return messages
 
 
@@ -408,9 +407,9 @@ def load_folder(path_text: str, image_size: int | None, seed: int, test_fraction
     their own sizes, see choose_image_size). Without a test/ folder, `test_fraction` of each class
     is held out as the test set, chosen with `seed`; a val/ folder becomes the validation set."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}.")
+        raise ValueError(text("datasets.folder.test_fraction", fraction=test_fraction))
     if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, not {image_size}.")
+        raise ValueError(text("datasets.folder.image_size", size=image_size))
     max_bytes = MAX_ARCHIVE_BYTES if max_bytes is None else max_bytes
     max_files = MAX_ARCHIVE_FILES if max_files is None else max_files
     tree, archive = _open_tree(Path(path_text).expanduser(), path_text, max_bytes, max_files)
@@ -422,13 +421,13 @@ def load_folder(path_text: str, image_size: int | None, seed: int, test_fraction
             image_size, why = choose_image_size(_image_sizes(splits, tree))
             messages += [why] if why else []
         total = sum(len(paths) for classes in splits.values() for paths in classes.values())
-        say(progress, f"Reading {total:,} files from {path_text} …")
+        say(progress, text("datasets.folder.reading", count=total, path=path_text))
         counter = iter(range(1, total + 1))
 
         def report():
             done = next(counter)
             if done % 500 == 0:
-                say(progress, f"Read {done:,} of {total:,} files …")
+                say(progress, text("datasets.folder.read_so_far", done=done, count=total))
 
         decoded = {split: _decode_classes(classes, tree, image_size, report)
                    for split, classes in splits.items()}
@@ -440,8 +439,8 @@ def load_folder(path_text: str, image_size: int | None, seed: int, test_fraction
     train_labels = set(decoded["train"].labels)
     empty = [name for label, name in enumerate(classes) if label not in train_labels]
     if empty:
-        raise ValueError(f"Class folder{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
-                         f"in '{path_text}' {'have' if len(empty) > 1 else 'has'} no images.")
+        key = "datasets.folder.empty_classes" if len(empty) > 1 else "datasets.folder.empty_class"
+        raise ValueError(text(key, names=", ".join(map(repr, empty)), path=path_text))
     channels = 1 if all(g for d in decoded.values() for g in d.grayscale) else 3
     tensors = {split: d.tensors(channels, image_size) for split, d in decoded.items()}
     train_images, train_labels = tensors["train"]
@@ -452,11 +451,10 @@ def load_folder(path_text: str, image_size: int | None, seed: int, test_fraction
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[keep], train_labels[keep]
     if len(test_images) == 0:
-        raise ValueError(f"'{path_text}' has no images to test on: add images to its test folder, "
-                         f"or at least 2 images to a class folder.")
+        raise ValueError(text("datasets.folder.nothing_to_test", path=path_text))
     val_images, val_labels = tensors.get("val", (None, None))
     if val_images is not None:
-        messages.append(f"Validation images: the {len(val_images):,} in the folder's own val/ folder.")
+        messages.append(text("datasets.folder.val_folder", count=len(val_images)))
     # mean and std are measured on the training images once the splits are final (load_dataset).
     return ImageData(FOLDER_PREFIX + path_text, classes, channels, image_size, None, None,
                      train_images.contiguous(), train_labels, test_images.contiguous(),

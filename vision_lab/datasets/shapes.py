@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..i18n import text
 from .base import ImageData, say
 
 SHAPES_SIZE = 32
@@ -176,11 +177,10 @@ def generated_sizes(subset_train: int | None, subset_test: int | None) -> dict[s
     sizes = {}
     for split, size, full in (("train", subset_train, SHAPES_TRAIN), ("test", subset_test, SHAPES_TEST)):
         if size is not None and size > full:
-            kind = "training" if split == "train" else "test"
-            raise ValueError(f"subset_{split}={size} is larger than the {full} {kind} images of "
-                             f"'shapes'.")
+            raise ValueError(text(f"datasets.subset_too_large.{split}", size=size, count=full,
+                                  name="shapes"))
         if size is not None and size < 1:
-            raise ValueError(f"A subset needs at least 1 image, not {size}.")
+            raise ValueError(text("datasets.subset_too_small", size=size))
         sizes[f"n_{split}"] = size or full
     return sizes
 
@@ -188,9 +188,9 @@ def generated_sizes(subset_train: int | None, subset_test: int | None) -> dict[s
 def load_shapes(data_root: Path, seed: int, n_train: int = SHAPES_TRAIN, n_test: int = SHAPES_TEST,
                 shapes_seed: int | None = None, progress=None) -> ImageData:
     if n_train < 1 or n_test < 0:
-        raise ValueError(f"shapes needs n_train >= 1 and n_test >= 0, not {n_train} and {n_test}.")
+        raise ValueError(text("datasets.shapes.sizes", n_train=n_train, n_test=n_test))
     seed = seed if shapes_seed is None else shapes_seed
-    say(progress, f"Generating {n_train + n_test:,} shapes images …")
+    say(progress, text("datasets.shapes.generating", count=n_train + n_test))
     # Separate streams per split, so the test images do not depend on n_train.
     train_images, train_labels = _generate_shapes(n_train, torch.Generator().manual_seed(2 * seed))
     test_images, test_labels = _generate_shapes(n_test, torch.Generator().manual_seed(2 * seed + 1))

@@ -30,6 +30,8 @@ import signal
 import threading
 from typing import Callable
 
+from ..i18n import Text, text
+
 PRELOAD = ["vision_lab.training", "vision_lab.lessons"]
 _END = "__vision_lab_end__"
 # Runs yield the cores to the app's own requests: a visitor classifying while another trains gets
@@ -76,11 +78,14 @@ def _dumps(obj) -> bytes:
 
 
 def _portable_error(error: BaseException) -> BaseException:
-    """The error itself if it survives pickling, else a RuntimeError with its sentence."""
+    """The error itself if it survives pickling, else a RuntimeError with its sentence (still a
+    catalogue Text when it was one, so the visitor reads it in their language)."""
     try:
         pickle.loads(pickle.dumps(error))
         return error
     except Exception:  # noqa: BLE001 - any unpicklable error becomes its message
+        if error.args and isinstance(error.args[0], Text):
+            return RuntimeError(error.args[0])
         return RuntimeError(str(error) or type(error).__name__)
 
 
@@ -115,16 +120,14 @@ class RunDied(RuntimeError):
 
 
 def exit_message(exitcode: int | None) -> str:
+    """What the visitor reads when a run's process died (a catalogue Text: English, or theirs)."""
     if exitcode is not None and exitcode < 0:
         number = -exitcode
         name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
         if number == signal.SIGKILL:
-            return (f"The training process was killed ({name}), most likely by the system because the "
-                    f"machine ran out of memory. Epochs that finished are saved; try a smaller batch "
-                    f"size, image size or model.")
-        return f"The training process ended on signal {name}. Epochs that finished are saved."
-    return (f"The training process exited unexpectedly (exit code {exitcode}). Epochs that finished "
-            f"are saved.")
+            return text("worker.killed", signal=name)
+        return text("worker.signal", signal=name)
+    return text("worker.exited", code=exitcode)
 
 
 class ProcessRun:

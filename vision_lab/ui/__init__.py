@@ -12,14 +12,16 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..i18n import text
+from .language import ui_text
+
 ROOT = Path(__file__).resolve().parents[2]
 
-INTRO = (
-    "# Vision Lab\n"
-    "See and compare image classifiers: **Augment** previews data augmentation, **Train** trains a "
-    "model with live curves, **Compare** runs the course's lessons side by side, **Feature maps** "
-    "looks inside a trained network and **Classify** tries it on your own images."
-)
+TITLE = "Vision Lab"  # a name: the same in every language
+INTRO = ui_text("app.intro")
+# (tab id, catalogue key of its name), in teaching order.
+TABS = {"augment": "app.tab.augment", "train": "app.tab.train", "compare": "app.tab.compare",
+        "feature_maps": "app.tab.feature_maps", "classify": "app.tab.classify"}
 
 CSS = """
 .vl-status textarea, .vl-status p { font-size: 1.05rem; }
@@ -60,19 +62,19 @@ class Settings:
             dirs = [str(ROOT / "checkpoints"), self.runs_dir]
             self.checkpoint_dirs = list(dict.fromkeys(dirs))
         if self.max_concurrent_trainings < 1:
-            raise ValueError("max_concurrent_trainings must be at least 1.")
+            raise ValueError(text("app.settings.concurrent"))
         if self.max_waiting_trainings < 0:
-            raise ValueError("max_waiting_trainings cannot be negative.")
+            raise ValueError(text("app.settings.negative", name="max_waiting_trainings"))
         if self.on_disconnect not in ON_DISCONNECT:
-            raise ValueError(f"on_disconnect must be one of {', '.join(ON_DISCONNECT)}, "
-                             f"got {self.on_disconnect!r}.")
+            raise ValueError(text("app.settings.on_disconnect", choices=", ".join(ON_DISCONNECT),
+                                  value=repr(self.on_disconnect)))
         # On a laptop nothing is limited; on a public server, what a crowd can fill is.
         defaults = {"visitor_quota_mb": 500.0, "runs_quota_mb": 10_000.0, "retention_hours": 48.0}
         for name, public_default in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, public_default if self.public else 0.0)
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} cannot be negative.")
+                raise ValueError(text("app.settings.negative", name=name))
 
 
 def build_app(settings: Settings | None = None) -> gr.Blocks:
@@ -83,29 +85,32 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, classify, compare, feature_maps, train
+    from . import augment, classify, compare, feature_maps, language, train
     from ..serving.run_queue import RUNS
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
 
     RUNS.configure(settings.max_concurrent_trainings, settings.max_waiting_trainings)
     start_janitor(settings)
     # Uploads and outputs live in gradio's cache: files older than 6 hours are removed hourly.
-    with gr.Blocks(title="Vision Lab", delete_cache=(3600, 6 * 3600)) as demo:
-        gr.Markdown(INTRO)
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
+        with gr.Row(equal_height=False):
+            gr.Markdown(INTRO)
+            language_switch = language.switch()
         # The Augment tab's current spec (a list of ops), read by the Train tab.
         augment_spec = gr.State([])
         with gr.Tabs():
-            with gr.Tab("Augment", id="augment"):
+            with gr.Tab(ui_text(TABS["augment"]), id="augment"):
                 augment.build(settings, augment_spec=augment_spec)
-            with gr.Tab("Train", id="train") as train_tab:
+            with gr.Tab(ui_text(TABS["train"]), id="train") as train_tab:
                 train.build(settings, augment_spec=augment_spec, tab=train_tab)
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab(ui_text(TABS["compare"]), id="compare"):
                 compare.build(settings)
-            with gr.Tab("Feature maps", id="feature_maps") as tab:
+            with gr.Tab(ui_text(TABS["feature_maps"]), id="feature_maps") as tab:
                 feature_maps.build(settings, tab=tab)
-            with gr.Tab("Classify", id="classify") as tab:
+            with gr.Tab(ui_text(TABS["classify"]), id="classify") as tab:
                 classify.build(settings, tab=tab)
         demo.load(None, js=SET_OWNER_COOKIE_JS)
+        language.wire(demo, language_switch)
 
         def page_closed(request: gr.Request):
             """A closed or reloaded tab: its runs stop unless the server lets them finish."""

@@ -1,4 +1,4 @@
-"""Helpers shared by the tabs: library errors as gr.Error, a small dataset cache, checkpoint
+"""Helpers shared by the tabs: binding settings to a handler, a small dataset cache, checkpoint
 picker choices and images from an upload, a bundled example or a dataset sample."""
 from __future__ import annotations
 
@@ -8,42 +8,21 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import gradio as gr
+from ..i18n import t, text
+# Handlers speak the visitor's language and turn library errors into sentences: language.py
+# (imported from here by the tabs).
+from .language import USER_ERRORS, friendly_errors, user_error  # noqa: F401
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-FOLDER_UPLOAD = "your own images (upload a zip)"
-# Errors the library raises for things a user did (RuntimeError covers DatasetUnavailable,
-# PretrainedWeightsUnavailable; ValueError covers CheckpointError, ImageError and bad options).
-USER_ERRORS = (ValueError, RuntimeError, OSError)
+# The dataset picker's choice for an uploaded zip. Its value is the English text, a plain str
+# (API callers send it, and a handler's output must not translate it); folder_upload_choice()
+# pairs it with its label in the current language.
+FOLDER_UPLOAD = str(text("common.folder_upload"))
 
 
-def user_error(e: BaseException) -> gr.Error:
-    message = str(e).strip() or type(e).__name__
-    return gr.Error(message, print_exception=False)
-
-
-def friendly_errors(fn):
-    """Turn the library's errors into gr.Error with the library's own sentence (no traceback)."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except USER_ERRORS as e:
-                raise user_error(e) from None
-        return gen_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except USER_ERRORS as e:
-            raise user_error(e) from None
-    return wrapper
+def folder_upload_choice() -> tuple[str, str]:
+    """(label in the current language, value) of the upload choice, for a dataset Dropdown."""
+    return t("common.folder_upload"), FOLDER_UPLOAD
 
 
 def with_settings(fn, settings):
@@ -117,8 +96,12 @@ def checkpoint_choices(settings, owner=None) -> list[tuple[str, str]]:
 
 
 def checkpoint_label(info) -> str:
-    acc = f", test acc {info.test_acc:.1%}" if info.test_acc is not None else ""
-    return f"{info.name} ({info.model} on {info.dataset}{acc})"
+    """A picker's label for a checkpoint, in the current language (choices are not rendered later:
+    the handlers that list checkpoints run in the visitor's language)."""
+    if info.test_acc is None:
+        return t("common.checkpoint", name=info.name, model=info.model, dataset=info.dataset)
+    return t("common.checkpoint_with_acc", name=info.name, model=info.model, dataset=info.dataset,
+             acc=info.test_acc)
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -175,12 +158,12 @@ def check_server_folder(settings, dataset: str) -> None:
     except (OSError, ValueError):
         inside = False
     if not inside:
-        raise ValueError(f"On this shared server, folder: datasets must be inside the data folder "
-                         f"({root.name}/). Upload a zip of class folders instead.")
+        raise ValueError(text("common.folder_outside_data", folder=root.name))
 
 
 def format_seconds(seconds: float) -> str:
+    """A duration for a status line (a catalogue Text: "42 s", "3 min 05 s")."""
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
-        return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60:02d} s"
+        return text("common.seconds", seconds=seconds)
+    return text("common.minutes_seconds", minutes=seconds // 60, seconds=seconds % 60)

@@ -45,3 +45,22 @@ def calm_queue(demo, poll: float = 0.025) -> None:
     queue.sleep_when_free = max(queue.sleep_when_free, poll)
     # Progress updates are only looked for; nothing is lost by looking less often.
     queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 10 * poll)
+
+
+# The page's static text follows gradio's frontend locale (svelte-i18n). gradio changes it from its
+# own Settings panel through `changeLocale`, exported by its core module (assets/core-<hash>.js);
+# the language switch finds that module among the page's loaded scripts and calls the same.
+CHANGE_LOCALE_JS = """
+  const core = performance.getEntriesByType("resource").map((e) => e.name)
+    .find((name) => /\\/assets\\/core-[^/]*\\.js$/.test(name));
+  if (core) (await import(core)).changeLocale(lang);
+"""
+
+
+def frontend_core_modules() -> list:
+    """gradio's frontend core module files, where CHANGE_LOCALE_JS looks for changeLocale."""
+    from pathlib import Path
+
+    import gradio
+
+    return sorted((Path(gradio.__file__).parent / "templates" / "frontend" / "assets").glob("core-*.js"))

@@ -63,7 +63,9 @@ def follow(events: queue.Queue, watcher: Watcher, stop: threading.Event,
             if item is None:             # the process has exited and every event was read
                 return
             if isinstance(item, RunDied):
-                watcher.died(str(item))
+                # Its message is a catalogue Text (worker.exit_message): kept, so the tab says it
+                # in the visitor's language.
+                watcher.died(item.args[0] if item.args else str(item))
             elif isinstance(item, BaseException):
                 if isinstance(item, (ValueError, RuntimeError, OSError)):
                     raise user_error(item)

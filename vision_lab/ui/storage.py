@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..i18n import text
+
 OWNER_COOKIE = "vision_lab_owner"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 # Set once per browser; getRandomValues works on plain http too (a lecture's LAN address).
@@ -110,16 +112,12 @@ def check_quota(settings, owner: str | None) -> None:
     if settings.visitor_quota_mb and owner:
         used = folder_mb(owner_dir(settings, owner))
         if used >= settings.visitor_quota_mb:
-            raise ValueError(
-                f"Your saved runs take {used:,.1f} MB, and this server keeps at most "
-                f"{settings.visitor_quota_mb:,g} MB per visitor. Delete some under 'Your runs' in "
-                f"the Train tab (download any you want to keep first).")
+            raise ValueError(text("storage.visitor_quota", used=used,
+                                  quota=settings.visitor_quota_mb))
     if settings.runs_quota_mb:
         used = folder_mb(settings.runs_dir)
         if used >= settings.runs_quota_mb:
-            raise ValueError(
-                f"This server's storage for runs is full ({used:,.1f} MB of "
-                f"{settings.runs_quota_mb:,g} MB). Please try again later.")
+            raise ValueError(text("storage.server_full", used=used, quota=settings.runs_quota_mb))
 
 
 def _own_file(settings, owner, value) -> Path:
@@ -128,7 +126,7 @@ def _own_file(settings, owner, value) -> Path:
 
     name = Path(str(value or "")).name
     if not name:
-        raise ValueError("Choose one of your runs first.")
+        raise ValueError(text("storage.choose_a_run"))
     mine = owner_dir(settings, owner)
     if mine is not None:
         root = mine.resolve()
@@ -138,7 +136,7 @@ def _own_file(settings, owner, value) -> Path:
                     return path
             except OSError:
                 continue
-    raise CheckpointError(f"'{name}' is not one of your runs on this server.")
+    raise CheckpointError(text("storage.not_yours", name=name))
 
 
 _SHARE_LOCK = threading.Lock()
@@ -152,7 +150,7 @@ def share(settings, owner, path, name: str = "") -> Path:
     read_metadata(source)  # only a valid checkpoint is shared
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", (name or source.stem).strip()).strip("-.")
     if not stem:
-        raise ValueError(f"'{name}' has no letters or digits to name a file with.")
+        raise ValueError(text("storage.bad_share_name", name=name))
     target_dir = shared_dir(settings)
     with _SHARE_LOCK:  # two visitors sharing under one name get two files, never one overwritten
         target, n = target_dir / f"{stem}.safetensors", 1

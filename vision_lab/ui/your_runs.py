@@ -7,34 +7,39 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..i18n import text
 from .common import checkpoint_label, friendly_errors, with_settings
+from .language import ui_text
 from .storage import delete, folder_mb, own_checkpoints, owner_dir, owner_of, share
 
 
 def note(settings, count: int, used_mb: float) -> str:
-    quota = (f" of the {settings.visitor_quota_mb:,.0f} MB this server keeps per visitor"
-             if settings.visitor_quota_mb else "")
-    kept = (f" Runs older than {settings.retention_hours:g} hours are deleted."
-            if settings.retention_hours else "")
-    return (f"{count} run(s), {used_mb:,.1f} MB{quota}. Your runs are yours alone (this browser); "
-            f"**Share** copies one into the shared folder for everybody.{kept}")
+    """How many runs this visitor keeps and what the server allows (a catalogue Text)."""
+    size = (text("your_runs.size_of_quota", used=used_mb, quota=settings.visitor_quota_mb)
+            if settings.visitor_quota_mb else text("your_runs.size", used=used_mb))
+    if settings.retention_hours:
+        return text("your_runs.note_with_retention", count=count, size=size,
+                    hours=settings.retention_hours)
+    return text("your_runs.note", count=count, size=size)
 
 
 def layout(settings) -> dict:
     panel = {}
-    with gr.Accordion("Your runs on this server", open=False, elem_id="own-runs"):
-        panel["note"] = gr.Markdown(note(settings, 0, 0.0))
-        panel["picker"] = gr.Dropdown(label="Your runs (only you see them until you share one)",
-                                      choices=[], allow_custom_value=True, elem_id="own-runs-picker")
+    with gr.Accordion(ui_text("your_runs.title"), open=False, elem_id="own-runs"):
+        # Filled in for this visitor (in their language) when the tab opens.
+        panel["note"] = gr.Markdown(ui_text("your_runs.private"))
+        panel["picker"] = gr.Dropdown(label=ui_text("your_runs.picker"), choices=[],
+                                      allow_custom_value=True, elem_id="own-runs-picker")
         with gr.Row():
-            panel["share_name"] = gr.Textbox(label="Name in the shared folder (optional)", max_lines=1)
-            panel["share"] = gr.Button("Share with everyone", elem_id="own-runs-share")
-            panel["delete"] = gr.Button("Delete", variant="stop", elem_id="own-runs-delete")
+            panel["share_name"] = gr.Textbox(label=ui_text("your_runs.share_name"), max_lines=1)
+            panel["share"] = gr.Button(ui_text("your_runs.share"), elem_id="own-runs-share")
+            panel["delete"] = gr.Button(ui_text("your_runs.delete"), variant="stop",
+                                        elem_id="own-runs-delete")
     return panel
 
 
 def picker_update(settings, owner, current=None):
-    """The picker's choices and the note, for this visitor."""
+    """The picker's choices and the note, for this visitor (labels in the current language)."""
     infos = own_checkpoints(settings, owner)
     choices = [(checkpoint_label(i), str(i.path)) for i in infos]
     values = [v for _, v in choices]
@@ -43,6 +48,7 @@ def picker_update(settings, owner, current=None):
     return gr.update(choices=choices, value=value), note(settings, len(infos), used)
 
 
+@friendly_errors
 def refresh(settings, current, request: gr.Request):
     return picker_update(settings, owner_of(request), current)
 
@@ -51,7 +57,7 @@ def refresh(settings, current, request: gr.Request):
 def share_run(settings, checkpoint, name="", request: gr.Request = None):
     """Copy one of your runs into the shared folder, where every visitor can pick it."""
     path = share(settings, owner_of(request), checkpoint, name)
-    return (f"Shared as **{path.stem}**: every visitor now finds it in Feature maps and Classify.",
+    return (text("your_runs.shared", name=path.stem),
             picker_update(settings, owner_of(request), checkpoint)[0])
 
 
@@ -59,8 +65,8 @@ def share_run(settings, checkpoint, name="", request: gr.Request = None):
 def delete_run(settings, checkpoint, request: gr.Request = None):
     """Delete one of your runs from the server."""
     name = delete(settings, owner_of(request), checkpoint)
-    picker, text = picker_update(settings, owner_of(request))
-    return f"Deleted **{name}**. " + text, picker
+    picker, summary = picker_update(settings, owner_of(request))
+    return text("your_runs.deleted", name=name, note=summary), picker
 
 
 def wire(settings, panel: dict, tab=None, after=None) -> None:

@@ -1,0 +1,140 @@
+"""Every sentence a person sees, in English and Simplified Chinese: one catalogue per language
+(en.json, zh.json beside this file), the same keys in both.
+
+A message is a `Text`: the English sentence itself — a str, so the CLI, the JSON events, logs and
+exceptions read exactly as before — that also remembers its catalogue key and parameters, so the
+app can say it in the visitor's language: `render(message, "zh")`. Build one with
+`text(key, **params)`; templates use str.format fields (`{epoch}`, `{acc:.1%}`), and a parameter
+that is itself a Text is rendered in the same language. `join(*parts)` strings messages together.
+
+Code that draws (plots) or writes (the app's handlers) for one visitor says which language it
+works in with `using(lang)`; `t(key, **params)` renders in that language. The CLI speaks English.
+
+Chinese terms follow Chinese deep-learning teaching, with the English term beside the first use
+(卷积神经网络 (CNN)), so students can match their course notes and PyTorch's documentation.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import json
+import re
+import string
+from pathlib import Path
+
+LANGUAGES = ("en", "zh")
+NAMES = {"en": "EN", "zh": "中文"}
+_HERE = Path(__file__).resolve().parent
+_language: contextvars.ContextVar[str] = contextvars.ContextVar("vision_lab_language", default="en")
+
+
+@functools.cache
+def catalogue(lang: str) -> dict[str, str]:
+    """key -> template for one language."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"Unknown language {lang!r}; choose one of {', '.join(LANGUAGES)}.")
+    entries: dict[str, str] = {}
+    # TEMPORARY while several people translate at once: sections en.<part>.json are merged in.
+    for path in [_HERE / f"{lang}.json", *sorted(_HERE.glob(f"{lang}.*.json"))]:
+        section = json.loads(path.read_text(encoding="utf-8"))
+        twice = sorted(set(entries) & set(section))
+        if twice:
+            raise ValueError(f"{path.name} repeats catalogue keys: {', '.join(twice[:5])}")
+        entries.update(section)
+    return entries
+
+
+class Text(str):
+    """An English sentence that knows how to say itself in another language."""
+
+    key: str
+    params: dict
+
+    def __new__(cls, key: str, params: dict, english: str):
+        value = super().__new__(cls, english)
+        value.key, value.params = key, params
+        return value
+
+    def __reduce__(self):
+        # Messages travel from the training process to the server pickled: rebuild from the key.
+        return _rebuild, (self.key, self.params)
+
+    def __deepcopy__(self, memo):  # dataclasses.asdict copies event fields
+        return self
+
+
+def _rebuild(key: str, params: dict) -> Text:
+    return text(key, **params)
+
+
+def text(key: str, **params) -> Text:
+    """The message `key` with its parameters, as English text (KeyError for an unknown key)."""
+    if key == _JOIN:
+        return Text(key, params, params["sep"].join(map(str, params["parts"])))
+    return Text(key, params, _format(catalogue("en")[key], params, "en"))
+
+
+_JOIN = "@join"
+
+
+def join(*parts, sep: str = " ") -> Text:
+    """Messages (or plain strings) one after another, each said in the reader's language."""
+    return text(_JOIN, parts=[p for p in parts if p], sep=sep)
+
+
+def render(value, lang: str | None = None) -> str:
+    """`value` in `lang` (default: the current language) if it is a Text; as it is otherwise."""
+    lang = lang or _language.get()
+    if not isinstance(value, Text):
+        return value if isinstance(value, str) else str(value)
+    if value.key == _JOIN:
+        return value.params["sep"].join(render(p, lang) for p in value.params["parts"])
+    template = catalogue(lang).get(value.key) or catalogue("en")[value.key]
+    return _format(template, value.params, lang)
+
+
+def _format(template: str, params: dict, lang: str) -> str:
+    said = {k: render(v, lang) if isinstance(v, Text) else v for k, v in params.items()}
+    return template.format(**said)
+
+
+def t(key: str, **params) -> str:
+    """`text(key, **params)` said in the current language."""
+    return render(text(key, **params))
+
+
+def current() -> str:
+    return _language.get()
+
+
+@contextlib.contextmanager
+def using(lang: str):
+    """Say everything in `lang` inside this block (this thread or task only)."""
+    token = _language.set(lang if lang in LANGUAGES else "en")
+    try:
+        yield
+    finally:
+        _language.reset(token)
+
+
+def language_from(accept_language: str | None) -> str:
+    """The catalogue language for a browser's Accept-Language header or navigator.language."""
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return "en"
+
+
+def fields(template: str) -> set[str]:
+    """The parameter names a template uses (for the catalogue test)."""
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template)
+            if name}
+
+
+def keys_used_in(source: str) -> set[str]:
+    """Catalogue keys a Python source mentions as text("...") / t("...") / i18n("...")."""
+    return set(re.findall(r"""\b(?:text|t|i18n|ui_text)\(\s*["']([a-z][\w.]*)["']""", source))
