@@ -16,12 +16,11 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from torch import nn
 
+from .i18n import text
 from .models import conv_layers
 
-NO_SPATIAL_MESSAGE = (
-    "A fully connected network has no spatial feature maps: it flattens the image "
-    "into one long vector first, so each hidden unit sees every pixel."
-)
+# Messages are catalogue Texts (inspect.*): English here, the visitor's language in the app.
+NO_SPATIAL_MESSAGE = text("inspect.no_spatial")
 
 
 class NoSpatialFeatures(ValueError):
@@ -64,7 +63,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
 def _single_image(x: torch.Tensor) -> torch.Tensor:
     x = _as_batch(x)
     if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"expected one image shaped (1, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        raise ValueError(text("inspect.one_image", shape=tuple(x.shape)))
     return x
 
 
@@ -113,7 +112,7 @@ def _pick_convs(convs, layers):
     by_name = dict(convs)
     unknown = [name for name in layers if name not in by_name]
     if unknown:
-        raise ValueError(f"not Conv2d layers of this model: {unknown}; available: {list(by_name)}")
+        raise ValueError(text("inspect.not_conv", unknown=unknown, available=list(by_name)))
     return [(name, by_name[name]) for name in layers]
 
 
@@ -165,11 +164,12 @@ def _normalize01(t: torch.Tensor) -> torch.Tensor:
 def predict(model: nn.Module, x: torch.Tensor, classes, top_k: int = 5) -> list[list[tuple[str, float]]]:
     """Top-k (label, probability) per image, most likely first."""
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise ValueError(text("inspect.top_k", top_k=top_k))
     with _eval_mode(model), torch.inference_mode():
         logits = model(_as_batch(x).to(_device_of(model)))
     if logits.shape[1] != len(classes):
-        raise ValueError(f"model has {logits.shape[1]} outputs but {len(classes)} class names were given")
+        raise ValueError(text("inspect.outputs_classes", outputs=logits.shape[1],
+                              classes=len(classes)))
     probs, indices = logits.float().softmax(dim=1).cpu().topk(min(top_k, len(classes)), dim=1)
     return [
         [(classes[i], p) for p, i in zip(row_probs.tolist(), row_indices.tolist())]
@@ -226,7 +226,8 @@ def _cam_layer(model: nn.Module, name: str | None, x: torch.Tensor) -> nn.Module
     if name is not None:
         modules = dict(model.named_modules())
         if name not in modules:
-            raise ValueError(f"no layer named {name!r}; conv layers: {[n for n, _ in conv_layers(model)]}")
+            raise ValueError(text("inspect.no_layer", name=repr(name),
+                                  layers=[n for n, _ in conv_layers(model)]))
         return modules[name]
     # A 1x1 map says nothing about *where*, and ResNet-18 shrinks 28-32 px images
     # to 1x1 by its last conv, so default to the last conv that still has a layout.
@@ -250,7 +251,8 @@ def _target_class(logits: torch.Tensor, target_class: int | None) -> int:
     if target_class is None:
         return int(logits[0].argmax())
     if not 0 <= target_class < logits.shape[1]:
-        raise ValueError(f"target_class {target_class} out of range for {logits.shape[1]} classes")
+        raise ValueError(text("inspect.target_class", target_class=target_class,
+                              classes=logits.shape[1]))
     return target_class
 
 
@@ -306,7 +308,7 @@ def _layer_gradient(model: nn.Module, x: torch.Tensor, target_class: int | None,
             target_class = _target_class(logits, target_class)
             activation = capture.activation
             if activation.dim() != 4:
-                raise ValueError(f"Grad-CAM needs a layer with (1, C, h, w) output, got {tuple(activation.shape)}")
+                raise ValueError(text("inspect.cam_layer", shape=tuple(activation.shape)))
             (gradient,) = torch.autograd.grad(logits[0, target_class], activation)
     return activation.detach(), gradient, target_class
 

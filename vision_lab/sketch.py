@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from .i18n import text
 from .preprocessing import open_image
 
-EMPTY_MESSAGE = "The sketch is empty: draw a digit first."
+EMPTY_MESSAGE = text("sketch.empty")  # a catalogue Text: the app says it in the visitor's language
 CANVAS = 28
 BOX = 20
 # Relative stroke width of an MNIST digit (about 2.5 px in the 20 px box). Mouse strokes on a big

@@ -4,22 +4,74 @@ The controls are built from `transforms.OPS`, so every op the library supports s
 its parameters. Each control has a name (`fields`), which is also its parameter in the /augment
 API; the handlers get the controls by those names and turn them into a spec (`spec_from_values`).
 The spec the controls describe is kept in a `gr.State` the Train tab can use.
+
+What the tab says comes from the catalogue (`augment.*`): an op's explanation is
+`augment.op.<op>` (the op's name in snake case), its parameters' labels `augment.param.<param>`
+and their explanations `augment.param_info.<op>.<param>`, a preset's `augment.preset.<name>`.
+The names themselves (RandomCrop, padding, standard) stay as they are: they are what a student
+types in torchvision and on the command line.
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import gradio as gr
 
+from ..i18n import catalogue, render, text
 from .common import (chw_to_numpy, dataset_choices, dataset_sample, enlarge, example_images,
                      friendly_errors, sample_data, with_settings)
 from .fields import Number, Slider
+from .language import ui_text
 
 DEFAULT_SIZE = 64
 FIRST_PRESET = "standard"
 OPEN_AT_START = ("RandomCrop", "RandomHorizontalFlip", "ColorJitter", "RandomRotation")
-PREVIEW_NOTE = ("Normalize runs after augmentation and turns pixels into floats around 0; "
-                "the preview shows the images just before it.")
+PREVIEW_NOTE = ui_text("augment.preview_note")
+BATCH_SIZE = 24  # images in the labelled batch
+
+
+# ---- what the controls say ------------------------------------------------------------------------
+
+def snake(name: str) -> str:
+    """RandomHorizontalFlip -> random_horizontal_flip (catalogue keys are lower case)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _static(key: str, fallback):
+    """A static text by key; `fallback` (a name, as written) for an op, parameter or preset the
+    catalogue does not know yet (tests/test_i18n_tabs.py says which)."""
+    return ui_text(key) if key in catalogue("en") else fallback
+
+
+def op_explanation(op: str, fallback=None):
+    return _static(f"augment.op.{snake(op)}", fallback)
+
+
+def use_label(op: str):
+    return _static(f"augment.use.{snake(op)}", op)
+
+
+def param_label(field: "Field"):
+    """The parameter's name (what torchvision calls it) beside its meaning, with which end of a
+    range it sets, or that it takes one number per channel."""
+    key = f"augment.param.{field.param}"
+    if field.part is not None:
+        return _static(f"{key}.{('min', 'max')[field.part]}", f"{field.param}[{field.part}]")
+    if field.info["type"] == "floats":
+        return _static(f"{key}.per_channel", field.param)
+    return _static(key, field.param)
+
+
+def param_info(field: "Field"):
+    """What the parameter does (on a range's first control only: the second is next to it)."""
+    if field.part == 1:
+        return None
+    return _static(f"augment.param_info.{snake(field.op)}.{field.param}", None)
+
+
+def preset_explanation(name: str):
+    return _static(f"augment.preset.{snake(name)}", f"**{name}**")
 
 
 # ---- the controls and the spec they describe ------------------------------------------------------
@@ -82,8 +134,9 @@ def _parse(field: Field, raw):
         try:
             return [float(v) for v in str(raw).replace(";", ",").split(",") if v.strip()]
         except ValueError:
-            raise gr.Error(f"{field.op}: {field.param} must be numbers separated by commas, "
-                           f"got {raw!r}.", print_exception=False) from None
+            # Said in the visitor's language: the handlers run under i18n.using.
+            message = text("augment.not_numbers", op=field.op, param=field.param, value=repr(raw))
+            raise gr.Error(render(message), print_exception=False) from None
     if kind in ("int", "size"):
         return int(round(raw))
     return float(raw)
@@ -153,33 +206,39 @@ def layout(settings, spec) -> tuple[dict, dict, dict]:
 
     examples = example_images(settings)
     form, view = {}, {}
-    gr.Markdown("Pick an image, switch transforms on, and see what the network would get to see. "
-                "Each transform's parameters are the torchvision v2 ones; the code below the grid "
-                "builds the same pipeline.")
+    gr.Markdown(ui_text("augment.intro"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            form["image"] = gr.Image(label="Image (upload, pick an example, or sample a dataset)",
+            form["image"] = gr.Image(label=ui_text("augment.image"),
                                      type="numpy", sources=["upload", "clipboard"], height=240,
                                      value=examples[0] if examples else None)
             if examples:
-                gr.Examples(examples, inputs=form["image"], label="Example images",
+                gr.Examples(examples, inputs=form["image"], label=ui_text("augment.examples"),
                             examples_per_page=12)
             with gr.Row():
-                view["dataset"] = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset",
-                                              scale=2)
-                view["sample"] = gr.Button("Sample from dataset", scale=1)
+                # Dataset and preset names are what the CLI and the API take: shown as they are.
+                view["dataset"] = gr.Dropdown(dataset_choices(), value="shapes",
+                                              label=ui_text("augment.dataset"), scale=2)
+                view["sample"] = gr.Button(ui_text("augment.sample"), scale=1)
             with gr.Row():
-                view["preset"] = gr.Dropdown(list_presets(), value=FIRST_PRESET, label="Preset",
-                                             info="sets the controls below")
-                form["size"] = Slider(16, 256, value=DEFAULT_SIZE, step=1, label="Image size (px)",
-                                      info="the image is resized to this square first")
+                view["preset"] = gr.Dropdown(list_presets(), value=FIRST_PRESET,
+                                             label=ui_text("augment.preset"),
+                                             info=ui_text("augment.preset_info"),
+                                             elem_id="augment-preset")
+                form["size"] = Slider(16, 256, value=DEFAULT_SIZE, step=1,
+                                      label=ui_text("augment.size"),
+                                      info=ui_text("augment.size_info"))
+            view["preset_note"] = gr.Markdown(preset_explanation(FIRST_PRESET),
+                                              elem_id="augment-preset-note")
             with gr.Row():
-                form["count"] = Slider(8, 32, value=16, step=1, label="N (augmented copies)")
-                form["seed_value"] = Number(value=0, precision=0, label="Seed", minimum=0)
+                form["count"] = Slider(8, 32, value=16, step=1, label=ui_text("augment.count"))
+                form["seed_value"] = Number(value=0, precision=0, label=ui_text("augment.seed"),
+                                            minimum=0)
             # The op order of the preset applied last.
             form["order_value"] = gr.State([step["op"] for step in spec])
-            view["run"] = gr.Button("Augment", variant="primary", elem_id="augment-run")
-            gr.Markdown("### Transforms")
+            view["run"] = gr.Button(ui_text("augment.run"), variant="primary",
+                                    elem_id="augment-run")
+            gr.Markdown(ui_text("augment.transforms"))
             controls = _controls_layout(spec, DEFAULT_SIZE)
         with gr.Column(scale=2):
             _results_layout(view, spec)
@@ -192,18 +251,20 @@ def _controls_layout(spec, size) -> dict:
     by_op = {step["op"]: step for step in spec}
     controls = {}
     for op, about in OPS.items():
+        # The op's torchvision name, as a student writes it.
         with gr.Accordion(op, open=op in OPEN_AT_START):
             for f in op_fields(op, about["params"]):
                 value = field_value(f, by_op.get(op), size)
                 if f.param is None:
-                    control = gr.Checkbox(value=value, label=f"use {op}", info=about["description"])
+                    control = gr.Checkbox(value=value, label=use_label(op),
+                                          info=op_explanation(op, about.get("description")))
                 elif f.info["type"] == "floats":
-                    control = gr.Textbox(value=value, label=f"{f.param} (one per channel)",
+                    control = gr.Textbox(value=value, label=param_label(f), info=param_info(f),
                                          max_lines=1)
                 else:
-                    label = f.param if f.part is None else f"{f.param} {('min', 'max')[f.part]}"
                     control = Slider(f.info["min"], f.info["max"], value=value,
-                                     step=f.info["step"], label=label)
+                                     step=f.info["step"], label=param_label(f),
+                                     info=param_info(f))
                 controls[f.name] = control
     return controls
 
@@ -212,25 +273,30 @@ def _results_layout(view: dict, spec) -> None:
     from ..transforms import to_code
 
     with gr.Row(equal_height=False):
-        view["original"] = gr.Image(label="Original", interactive=False, height=240, scale=1,
-                                    buttons=[])
+        view["original"] = gr.Image(label=ui_text("augment.original"), interactive=False,
+                                    height=240, scale=1, buttons=[])
         gr.Markdown(PREVIEW_NOTE, elem_classes="vl-note")
-    view["gallery"] = gr.Gallery(label="Augmented copies", columns=6, height="auto",
+    view["gallery"] = gr.Gallery(label=ui_text("augment.gallery"), columns=6, height="auto",
                                  elem_id="augment-gallery", object_fit="contain", allow_preview=True)
     view["code"] = gr.Code(to_code(spec), language="python", interactive=False,
-                           label="torchvision code (paste into your notebook)")
+                           label=ui_text("augment.code"))
     with gr.Row():
-        view["batch_dataset"] = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset",
-                                            scale=2)
-        view["batch_augmented"] = gr.Checkbox(value=True, label="apply these transforms", scale=1)
-        view["batch"] = gr.Button("Show a labelled batch from the dataset", scale=2)
-    view["batch_plot"] = gr.Plot(label="A labelled batch", format="png")
+        view["batch_dataset"] = gr.Dropdown(dataset_choices(), value="shapes",
+                                            label=ui_text("augment.dataset"), scale=2)
+        view["batch_augmented"] = gr.Checkbox(value=True, label=ui_text("augment.batch_augmented"),
+                                              scale=1)
+        view["batch"] = gr.Button(ui_text("augment.batch"), scale=2, elem_id="augment-batch")
+    # Says so when the plot cannot be labelled in the visitor's language (no CJK font).
+    view["batch_note"] = gr.Markdown(elem_classes="vl-note")
+    view["batch_plot"] = gr.Plot(label=ui_text("augment.batch_plot"), format="png",
+                                 elem_id="augment-batch-plot")
 
 
 # ---- handlers ---------------------------------------------------------------------------------------
 
 @friendly_errors
-def augment(image=None, size=DEFAULT_SIZE, count=16, seed_value=0, order_value=None, **values):
+def augment(image=None, size=DEFAULT_SIZE, count=16, seed_value=0, order_value=None,
+            request: gr.Request = None, **values):
     """The image and N augmented copies of it, with the torchvision code of the pipeline.
 
     `values` holds every transform control by name (use_<Op>, <Op>_<param>[_min|_max]). `image`
@@ -244,7 +310,8 @@ def augment(image=None, size=DEFAULT_SIZE, count=16, seed_value=0, order_value=N
     return enlarge(chw_to_numpy(original)), pictures, to_code(spec), spec
 
 
-def apply_preset(name, size):
+@friendly_errors
+def apply_preset(name, size, request: gr.Request = None):
     """Set every control to the preset's spec at this size."""
     from ..transforms import preset, to_code
 
@@ -252,7 +319,13 @@ def apply_preset(name, size):
     return [[s["op"] for s in spec], spec, to_code(spec), *values_from_spec(spec, int(size))]
 
 
-def show_spec(order_value=None, **values):
+def describe_preset(name):
+    """The preset's explanation (a static text: the page says it in its own language)."""
+    return preset_explanation(name) if name else ""
+
+
+@friendly_errors
+def show_spec(order_value=None, request: gr.Request = None, **values):
     """The spec and its code while the controls change; half-typed values change nothing."""
     from ..transforms import to_code
 
@@ -264,13 +337,14 @@ def show_spec(order_value=None, **values):
 
 
 @friendly_errors
-def sample(settings, name, seed_value):
+def sample(settings, name, seed_value, request: gr.Request = None):
     """A dataset image into the image input, and the size slider set to its size."""
     image, _ = dataset_sample(name, int(seed_value or 0), settings.data_root)
     return chw_to_numpy(image), image.shape[-1]
 
 
-def resize_controls(size):
+@friendly_errors
+def resize_controls(size, request: gr.Request = None):
     """Every op's output size follows the image size."""
     return [int(size)] * len(_size_fields())
 
@@ -280,22 +354,24 @@ def _size_fields() -> list[str]:
 
 
 @friendly_errors
-def labelled_batch(settings, name, use_transforms, order_value=None, **values):
-    """24 training images of a dataset with their labels, augmented or not."""
+def labelled_batch(settings, name, use_transforms, order_value=None, request: gr.Request = None,
+                   **values):
+    """24 training images of a dataset with their labels, augmented or not (the plot labelled in
+    the visitor's language), and a line when it cannot be."""
     import torch
 
     from ..datasets import sample_grid
-    from ..plots import image_grid
+    from ..plots import font_notice, image_grid
     from ..transforms import BatchAugmenter
 
     data = sample_data(name, settings.data_root)
-    images, labels = sample_grid(data, 24, "train", seed=0)
-    title = f"{data.name}: 24 training images"
+    images, labels = sample_grid(data, BATCH_SIZE, "train", seed=0)
+    title = text("augment.batch_title", name=data.name, count=BATCH_SIZE)
     if use_transforms:
         spec = resize_spec(spec_from_values(values, order_value), data.image_size)
         images = BatchAugmenter(spec, data.image_size)(images, torch.Generator().manual_seed(0))
-        title += ", augmented"
-    return image_grid(images, titles=labels, ncols=8, title=title)
+        title = text("augment.batch_title_augmented", name=data.name, count=BATCH_SIZE)
+    return font_notice() or "", image_grid(images, titles=labels, ncols=8, title=title)
 
 
 # ---- wiring -----------------------------------------------------------------------------------------
@@ -313,6 +389,7 @@ def build(settings, augment_spec=None):
     private = dict(queue=False, api_visibility="private")
     view["preset"].input(apply_preset, [view["preset"], form["size"]],
                          [order, augment_spec, view["code"], *controls.values()], **private)
+    view["preset"].change(describe_preset, view["preset"], view["preset_note"], **private)
     gr.on([c.input for c in controls.values()], show_spec,
           inputs_kwargs={"order_value": order, **controls}, outputs=[augment_spec, view["code"]],
           trigger_mode="always_last", **private)
@@ -328,4 +405,4 @@ def build(settings, augment_spec=None):
                         inputs_kwargs={"name": view["batch_dataset"],
                                        "use_transforms": view["batch_augmented"],
                                        "order_value": order, **controls},
-                        outputs=view["batch_plot"], api_visibility="private")
+                        outputs=[view["batch_note"], view["batch_plot"]], api_visibility="private")

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..i18n import render, text
 from . import common
 from .common import with_settings
 from .feature_maps import (checkpoint_dropdown, choose_input, load_cached, model_input,
                            refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees,
                            wire_source_tabs)
+from .language import ui_text
 from .storage import owner_of
 
-MAX_MODELS = 3
+MAX_MODELS = 3  # the picker's label says so: classify.checkpoints
 
 
 def classify(settings, image, sketch=None, checkpoints=None, source="image", digit_mode=True,
@@ -31,9 +33,9 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
         checkpoints = [checkpoints]
     checkpoints = [c for c in (checkpoints or []) if c]
     if not checkpoints:
-        raise gr.Error("Choose at least one checkpoint.", print_exception=False)
+        raise gr.Error(render(text("classify.choose_one")), print_exception=False)
     if len(checkpoints) > MAX_MODELS:
-        raise gr.Error(f"Choose at most {MAX_MODELS} checkpoints.", print_exception=False)
+        raise gr.Error(render(text("classify.too_many", count=MAX_MODELS)), print_exception=False)
     image, drawn = choose_input(source, image, sketch)
     results, seen = [], []
     for value in checkpoints:
@@ -50,34 +52,34 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
 def layout(settings) -> dict:
     """Draw the tab. Returns its components by name; `labels` and `seens` are lists, one panel
     per checkpoint that can be chosen."""
-    gr.Markdown("Classify your own image with one to three checkpoints side by side. Drawings are "
-                "converted the way MNIST was made for 28×28 digit models.")
+    gr.Markdown(ui_text("classify.intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            view = source_tabs("classify", button="Classify")
+            view = source_tabs("classify", ui_text("classify.draw_hint"))
             examples = common.example_images(settings)
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[view["image"]],
-                            label="Bundled examples", examples_per_page=12,
+                            label=ui_text("features.examples"), examples_per_page=12,
                             elem_id="classify-examples")
         with gr.Column(scale=1, min_width=320):
             view["checkpoints"] = checkpoint_dropdown(
-                settings, label=f"Checkpoints (up to {MAX_MODELS})", multiselect=True,
+                settings, label=ui_text("classify.checkpoints"), multiselect=True,
                 elem_id="classify-checkpoints")
-            view["digit_mode"] = gr.Checkbox(value=True, label="Digit models: convert uploads like "
-                                             "MNIST (white digit on black, cropped, centred)")
-            view["run"] = gr.Button("Classify", variant="primary", elem_id="classify-run")
+            view["digit_mode"] = gr.Checkbox(value=True, label=ui_text("features.digit_mode"))
+            view["run"] = gr.Button(ui_text("classify.run"), variant="primary",
+                                    elem_id="classify-run")
             view["labels"], view["seens"] = [], []
             with gr.Row(equal_height=False):
                 for i in range(MAX_MODELS):
                     with gr.Column(min_width=180):
-                        view["labels"].append(gr.Label(label="Top 5", num_top_classes=5,
-                                                       visible=i == 0, elem_id=f"classify-label-{i}"))
-                        view["seens"].append(gr.Image(label="What this model sees", height=200,
+                        view["labels"].append(gr.Label(label=ui_text("classify.top5"),
+                                                       num_top_classes=5, visible=i == 0,
+                                                       elem_id=f"classify-label-{i}"))
+                        view["seens"].append(gr.Image(label=ui_text("classify.seen"), height=200,
                                                       format="png", interactive=False,
                                                       visible=i == 0, elem_id=f"classify-seen-{i}"))
-            with gr.Accordion("What the API returns (JSON)", open=False):
-                view["raw"] = gr.JSON(label="Results")
+            with gr.Accordion(ui_text("classify.api"), open=False):
+                view["raw"] = gr.JSON(label=ui_text("classify.results"))
     return view
 
 
@@ -99,14 +101,17 @@ def show_classification(settings, request: gr.Request = None, *, image, checkpoi
             name = results[i]["checkpoint"]
             top = {t["label"]: t["prob"] for t in results[i]["top"]}
             labels.append(gr.update(value=top, label=name, visible=True))
-            seens.append(gr.update(value=seen[i], label=f"What {name} sees", visible=True))
+            seens.append(gr.update(value=seen[i], label=text("classify.seen_by", name=name),
+                                   visible=True))
         else:
             labels.append(gr.update(value=None, visible=False))
             seens.append(gr.update(value=None, visible=False))
-    return [results, *labels, *seens]
+    return (results, *labels, *seens)  # a tuple: friendly_errors says the labels in it
 
 
+@common.friendly_errors
 def on_tab(settings, current, request: gr.Request):
+    """The tab opened: new checkpoints, labelled in the visitor's language."""
     return refreshed_choices(settings, current, multiselect=True, owner=owner_of(request))
 
 

@@ -8,6 +8,9 @@ activations instead.
 The first half of this file (cached checkpoint loading, an image input that lets broken files
 reach the handler, the upload/draw input and turning either into the model's input) is shared
 with the Classify tab; `layout`, the handlers and `build` below it are this tab's own.
+
+What it says comes from the catalogue (`features.*`): static text through `ui_text`, what the
+handlers write as `text(...)`, said in the visitor's language by `friendly_errors`.
 """
 from __future__ import annotations
 
@@ -18,18 +21,20 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from ..i18n import current as current_language, join, render, t, text
 from . import common
 from .common import with_settings
 from .fields import Number, Slider
 from .gradio_internals import drawn_as
+from .language import ui_text
 from .storage import owner_of
 
-PREDICTED = "the predicted class"
+# The Grad-CAM picker's value for "explain whatever the model predicts": the English text (API
+# callers send it; `cam_choices` gives it a label in the visitor's language).
+PREDICTED = str(text("features.predicted"))
 DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about this many pixels
 CANVAS = (400, 400)
 DIGIT_MODEL = "mnist_cnn"  # the digit model a drawing switches to, when there is one
-DRAW_HINT = ("**Draw a digit** with the mouse or your finger: one digit, big, in the middle of "
-             "the white page. Then press **{button}**. The bin at the top right clears the page.")
 
 
 # ---- shared with the Classify tab -----------------------------------------------------------------
@@ -66,7 +71,7 @@ def load_cached(path):
     try:
         key = (str(path.resolve()), path.stat().st_mtime_ns)
     except OSError:
-        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+        raise CheckpointError(text("checkpoints.missing", path=path)) from None
     with _MODELS_LOCK:
         if key in _MODELS:
             _MODELS.move_to_end(key)
@@ -89,8 +94,7 @@ def resolve_checkpoint(settings, value, owner=None) -> str:
     from .storage import visible_dirs
 
     if not value:
-        raise gr.Error("Choose a checkpoint first (train one in the Train tab if the list is empty).",
-                       print_exception=False)
+        raise gr.Error(render(text("features.choose_checkpoint")), print_exception=False)
     value = str(value)
     infos = list_checkpoints(*visible_dirs(settings, owner))
     for info in infos:
@@ -103,8 +107,8 @@ def resolve_checkpoint(settings, value, owner=None) -> str:
                 return str(info.path)
     except OSError:
         pass
-    names = ", ".join(info.name for info in infos) or "none yet"
-    raise CheckpointError(f"No checkpoint named '{Path(value).name}'. Available: {names}.")
+    names = ", ".join(info.name for info in infos) or text("features.none_yet")
+    raise CheckpointError(text("features.no_such_checkpoint", name=Path(value).name, names=names))
 
 
 def is_digit_model(metadata) -> bool:
@@ -176,7 +180,7 @@ def model_input(metadata, image=None, sketch=None, digit_mode=True):
             return mnist_style(sketch)
         return image_to_tensor(sketch, channels, size)
     if image is None:
-        raise ImageError("No image yet: upload one, pick an example or draw one first.")
+        raise ImageError(text("features.no_image"))
     if digit and digit_mode:
         try:
             return mnist_style(image)
@@ -198,34 +202,37 @@ def what_the_model_sees(ckpt, x_uint8):
     return x, shown
 
 
-def source_tabs(prefix, button, label="Image") -> dict:
+def source_tabs(prefix, draw_hint) -> dict:
     """An upload/webcam image and a sketchpad in two tabs, with a State saying which is in use.
-    `button` is the one the drawing hint tells the student to press."""
+    `draw_hint` (a static text) tells the student how to draw and which button to press then."""
     view = {"source": gr.State("image")}
     with gr.Tabs():
-        with gr.Tab("Upload, webcam or example", id="image",
+        with gr.Tab(ui_text("features.upload_tab"), id="image",
                     elem_id=f"{prefix}-image-tab") as view["image_tab"]:
-            view["image"] = LenientImage(label=label, type="filepath", format="png", height=300,
+            view["image"] = LenientImage(label=ui_text("features.image"), type="filepath",
+                                         format="png", height=300,
                                          sources=["upload", "webcam", "clipboard"],
                                          elem_id=f"{prefix}-image")
-        with gr.Tab("Draw", id="sketch", elem_id=f"{prefix}-sketch-tab") as view["sketch_tab"]:
-            gr.Markdown(DRAW_HINT.format(button=button), elem_id=f"{prefix}-draw-hint")
+        with gr.Tab(ui_text("features.draw_tab"), id="sketch",
+                    elem_id=f"{prefix}-sketch-tab") as view["sketch_tab"]:
+            gr.Markdown(draw_hint, elem_id=f"{prefix}-draw-hint")
             view["draw_note"] = gr.Markdown()
             view["sketch"] = gr.Sketchpad(
-                label="Draw here (a digit for MNIST models)", type="numpy", image_mode="RGBA",
+                label=ui_text("features.sketch"), type="numpy", image_mode="RGBA",
                 canvas_size=CANVAS, height=480, layers=False, transforms=(),
                 brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
                 elem_id=f"{prefix}-sketch")
     return view
 
 
+@common.friendly_errors
 def pick_digit_model(settings, picked, request: gr.Request = None):
     """The Draw tab was opened: pick a digit model when none is picked, and say why."""
     digit = digit_model_instead(settings, picked, owner_of(request))
     if digit is None:
         return gr.skip(), gr.skip()
     name = Path(digit[0] if isinstance(digit, list) else digit).stem
-    return digit, f"Picked **{name}** for you: a drawn digit needs a model of handwritten digits."
+    return digit, text("features.picked_digit_model", name=name)
 
 
 def _page_js(elem_id: str) -> tuple[str, str]:
@@ -278,7 +285,10 @@ def choose_input(source, image, sketch):
     return image, None
 
 
-def checkpoint_dropdown(settings, label="Checkpoint", multiselect=False, elem_id=None):
+def checkpoint_dropdown(settings, label=None, multiselect=False, elem_id=None):
+    """The checkpoint picker (its labels in English until the tab opens: `refreshed_choices`
+    says them in the visitor's language)."""
+    label = label or ui_text("features.checkpoint")
     choices = common.checkpoint_choices(settings)
     values = [value for _, value in choices]
     value = values[:1] if multiselect else (values[0] if values else None)
@@ -300,6 +310,13 @@ def refreshed_choices(settings, current, multiselect=False, owner=None):
 
 # ---- what this tab computes -----------------------------------------------------------------------
 
+def cam_choices(classes, static=False) -> list:
+    """The Grad-CAM picker's choices: the predicted class (its label in the visitor's language;
+    `static`: a text the page translates itself), then the model's classes by name."""
+    label = ui_text("features.predicted") if static else t("features.predicted")
+    return [(label, PREDICTED), *[(name, name) for name in classes]]
+
+
 def _render(fig):
     from ..plots import figure_to_image
 
@@ -314,7 +331,7 @@ def _filters_image(ckpt):
     from ..inspect import first_layer_filters
     from ..plots import filter_grid
 
-    key = id(ckpt.model)
+    key = (id(ckpt.model), current_language())  # its title is in the visitor's language
     if key not in _FILTERS:
         if len(_FILTERS) >= _MODELS_KEPT:
             _FILTERS.clear()
@@ -330,30 +347,31 @@ def checkpoint_controls(settings, checkpoint, owner=None) -> tuple[list[str], li
     from ..models import conv_layers
 
     if not checkpoint:
-        return [], [PREDICTED], "No checkpoint yet: train one in the Train tab."
+        return [], [PREDICTED], text("features.no_checkpoint_yet")
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     meta = ckpt.metadata
     layers = [name for name, _ in conv_layers(ckpt.model)]
     dataset = str(meta.get("dataset", "?"))
     size = meta["image_size"]
-    note = f"**{Path(checkpoint).stem}**: {meta['model']} trained on {dataset}, " \
-           f"input {meta['channels']}×{size}×{size}."
+    notes = [text("features.about_checkpoint", name=Path(checkpoint).stem, model=meta["model"],
+                  dataset=dataset, channels=meta["channels"], size=size)]
     if not layers:
-        note += " " + NO_SPATIAL_MESSAGE
+        notes.append(NO_SPATIAL_MESSAGE)
     try:
         available = not dataset_info(dataset, settings.data_root)["needs_download"]
     except (ValueError, RuntimeError, OSError):
         available = False
     if not available:
-        note += f" Samples of {dataset} are not available offline here: upload or draw an image."
-    return layers, [PREDICTED] + ckpt.classes, note
+        notes.append(text("features.samples_offline", dataset=dataset))
+    return layers, [PREDICTED] + ckpt.classes, join(*notes)
 
 
 def _safe_controls(settings, checkpoint, owner=None):
     try:
         return checkpoint_controls(settings, checkpoint, owner)
     except (ValueError, RuntimeError, OSError) as e:
-        return [], [PREDICTED], str(e)
+        # The library's own sentence (a catalogue Text when it has one).
+        return [], [PREDICTED], e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
 
 
 def run_feature_maps(settings, checkpoint, image, sketch=None, *, source="image", layer=None,
@@ -363,21 +381,24 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, *, source="image"
     Returns (model input, feature maps or hidden activations, filters, Grad-CAM overlay,
     top-5 {label: prob}, note).
     """
-    from ..inspect import NoSpatialFeatures, hidden_activations, predict
+    from ..inspect import NO_SPATIAL_MESSAGE, hidden_activations, predict
     from ..models import conv_layers
-    from ..plots import hidden_activation_plot
+    from ..plots import font_notice, hidden_activation_plot
 
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     image, drawn = choose_input(source, image, sketch)
     x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
     label = dict(predict(ckpt.model, x, ckpt.classes, top_k=5)[0])
+    # The plots are labelled in the visitor's language, or say why not (no Chinese font).
+    notice = font_notice()
     if not conv_layers(ckpt.model):
         activations = hidden_activations(ckpt.model, x)
         return (shown, _render(hidden_activation_plot(activations)), None, None, label,
-                str(NoSpatialFeatures()) + " Below: which hidden units fire for this image.")
+                join(NO_SPATIAL_MESSAGE, text("features.hidden_below"), notice))
     maps_img, maps_note = _feature_maps(ckpt, x, layer, int(channels or 16))
     cam_img, cam_note = _grad_cam(ckpt, x, shown, cam_class)
-    return shown, maps_img, _filters_image(ckpt), cam_img, label, f"{maps_note}\n\n{cam_note}"
+    return (shown, maps_img, _filters_image(ckpt), cam_img, label,
+            join(maps_note, cam_note, notice, sep="\n\n"))
 
 
 def _feature_maps(ckpt, x, layer, channels):
@@ -390,9 +411,8 @@ def _feature_maps(ckpt, x, layer, channels):
     convs = dict(conv_layers(ckpt.model))
     layer = layer if layer in convs else next(iter(convs))
     (name, maps), = feature_maps(ckpt.model, x, layers=[layer], max_channels=channels)
-    note = (f"Feature maps of **{name}**: the first {len(maps)} of {convs[name].out_channels} "
-            f"channels, {maps.shape[1]}×{maps.shape[2]} each; channel 0 is top left, then left to "
-            f"right, 8 to a row; bright = strong response.")
+    note = text("features.maps_note", layer=name, shown=len(maps),
+                channels=convs[name].out_channels, height=maps.shape[1], width=maps.shape[2])
     return feature_map_mosaic(maps), note
 
 
@@ -401,13 +421,12 @@ def _grad_cam(ckpt, x, shown, cam_class):
     from ..inspect import grad_cam, overlay_heatmap
 
     if cam_class not in (None, "", PREDICTED, *ckpt.classes):
-        raise ValueError(f"Grad-CAM for '{cam_class}': {ckpt.path.stem} has no such class; its "
-                         f"classes are {', '.join(ckpt.classes)}.")
+        raise ValueError(text("features.no_such_class", cam_class=cam_class, name=ckpt.path.stem,
+                              classes=", ".join(ckpt.classes)))
     target = None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
     heat, explained = grad_cam(ckpt.model, x, target_class=target)
-    note = (f"Grad-CAM explains **{ckpt.classes[explained]}**"
-            f"{' (the predicted class)' if target is None else ''}: warm colours mark the regions "
-            f"whose features raised that class's score most (last conv layer).")
+    note = text("features.cam_note_predicted" if target is None else "features.cam_note",
+                label=ckpt.classes[explained])
     return overlay_heatmap(shown.transpose(2, 0, 1), heat), note
 
 
@@ -420,15 +439,15 @@ def dataset_sample_for(settings, checkpoint, index, owner=None):
     try:
         missing = dataset_info(dataset, settings.data_root)["needs_download"]
     except ValueError:
-        raise gr.Error(f"This checkpoint was trained on '{dataset}', which is not a dataset "
-                       f"Vision Lab can load here.", print_exception=False) from None
+        raise gr.Error(render(text("features.unknown_dataset", dataset=dataset)),
+                       print_exception=False) from None
     if missing:
-        raise DatasetUnavailable(f"{dataset} is not available offline here (no files under the data "
-                                 f"root); upload or draw an image instead.")
+        raise DatasetUnavailable(text("features.dataset_offline", dataset=dataset))
     image, label = common.dataset_sample(dataset, int(index), settings.data_root)
     # Not enlarged: the model must get the sample's own pixels back (PNG, lossless).
     return (common.chw_to_numpy(image),
-            f"Test image #{int(index)} of {dataset}: true class **{label}**.", int(index) + 1)
+            text("features.sample_note", index=int(index), dataset=dataset, label=label),
+            int(index) + 1)
 
 
 def _warm_up():
@@ -447,47 +466,51 @@ def _warm_up():
 
 def layout(settings) -> dict:
     """Draw the tab. Returns its components by name."""
-    gr.Markdown("Look inside a trained network: what it sees, what its convolutions respond to, "
-                "and where the evidence for its answer lies.")
+    gr.Markdown(ui_text("features.intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             view = {"checkpoint": checkpoint_dropdown(settings, elem_id="fm-checkpoint")}
             layers, classes, note = _safe_controls(settings, view["checkpoint"].value)
-            view.update(source_tabs("fm", button="Show feature maps"))
+            view.update(source_tabs("fm", ui_text("features.draw_hint")))
             examples = common.example_images(settings)
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[view["image"]],
-                            label="Bundled examples", examples_per_page=12, elem_id="fm-examples")
+                            label=ui_text("features.examples"), examples_per_page=12,
+                            elem_id="fm-examples")
             with gr.Row():
-                view["sample"] = gr.Button("Dataset sample", size="sm", variant="secondary")
-                view["sample_index"] = Number(value=0, precision=0, label="Test image #", minimum=0,
+                view["sample"] = gr.Button(ui_text("features.sample"), size="sm",
+                                           variant="secondary")
+                view["sample_index"] = Number(value=0, precision=0,
+                                              label=ui_text("features.sample_index"), minimum=0,
                                               min_width=80)
             view["sample_note"] = gr.Markdown()
-            view["digit_mode"] = gr.Checkbox(value=True, label="Digit models: convert uploads like "
-                                             "MNIST (white digit on black, cropped, centred)")
+            view["digit_mode"] = gr.Checkbox(value=True, label=ui_text("features.digit_mode"))
             # Their choices are the first checkpoint's: an API call for another checkpoint names
             # its own layers and classes (run_feature_maps checks them).
             with gr.Row():
-                view["layer"] = gr.Dropdown(label="Conv layer", choices=layers,
+                view["layer"] = gr.Dropdown(label=ui_text("features.layer"), choices=layers,
                                             value=layers[0] if layers else None,
                                             allow_custom_value=True)
-                view["channels"] = Slider(1, 64, value=16, step=1, label="First N channels")
-            view["cam_class"] = gr.Dropdown(label="Grad-CAM for", choices=classes, value=PREDICTED,
-                                            allow_custom_value=True)
-            view["run"] = gr.Button("Show feature maps", variant="primary", elem_id="fm-run")
+                view["channels"] = Slider(1, 64, value=16, step=1,
+                                          label=ui_text("features.channels"))
+            view["cam_class"] = gr.Dropdown(label=ui_text("features.cam_class"),
+                                            choices=cam_choices(classes[1:], static=True),
+                                            value=PREDICTED, allow_custom_value=True)
+            view["run"] = gr.Button(ui_text("features.run"), variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
-            view["note"] = gr.Markdown(note, elem_classes=["vl-status"])
+            # In English until the tab opens (`on_tab` says it in the visitor's language).
+            view["note"] = gr.Markdown(note, elem_classes=["vl-status"], elem_id="fm-note")
             with gr.Row():
-                view["seen"] = gr.Image(label="What the model sees (its real input, enlarged)",
+                view["seen"] = gr.Image(label=ui_text("features.seen"),
                                         height=260, elem_id="fm-seen", format="png",
                                         interactive=False)
-                view["cam"] = gr.Image(label="Grad-CAM", height=260, elem_id="fm-cam", format="png",
-                                       interactive=False)
-                view["prediction"] = gr.Label(label="Prediction (top 5)", num_top_classes=5,
-                                              elem_id="fm-label")
-            view["maps"] = gr.Image(label="Feature maps", format="png", interactive=False,
+                view["cam"] = gr.Image(label=ui_text("features.cam"), height=260, elem_id="fm-cam",
+                                       format="png", interactive=False)
+                view["prediction"] = gr.Label(label=ui_text("features.prediction"),
+                                              num_top_classes=5, elem_id="fm-label")
+            view["maps"] = gr.Image(label=ui_text("features.maps"), format="png", interactive=False,
                                     elem_id="fm-maps")
-            view["filters"] = gr.Image(label="First layer's filters", format="png",
+            view["filters"] = gr.Image(label=ui_text("features.filters"), format="png",
                                        interactive=False, height=320, elem_id="fm-filters")
     return view
 
@@ -508,10 +531,21 @@ def show_feature_maps(settings, request: gr.Request = None, *, checkpoint, image
                             owner=owner_of(request), **options)
 
 
+def _controls(settings, checkpoint, owner, layer=None, cam_class=PREDICTED):
+    """Updates of the layer and Grad-CAM pickers and the note for `checkpoint`, keeping the
+    picked layer and class when the checkpoint has them."""
+    layers, classes, note = _safe_controls(settings, checkpoint, owner)
+    return (gr.update(choices=layers, value=layer if layer in layers else
+                      (layers[0] if layers else None)),
+            gr.update(choices=cam_choices(classes[1:]),
+                      value=cam_class if cam_class in classes else PREDICTED),
+            note)
+
+
+@common.friendly_errors
 def on_checkpoint(settings, checkpoint, request: gr.Request):
-    layers, classes, text = _safe_controls(settings, checkpoint, owner_of(request))
-    return (gr.update(choices=layers, value=layers[0] if layers else None),
-            gr.update(choices=classes, value=PREDICTED), text)
+    """The layers, the Grad-CAM classes and the note of a newly picked checkpoint."""
+    return _controls(settings, checkpoint, owner_of(request))
 
 
 @common.friendly_errors
@@ -519,8 +553,13 @@ def show_sample(settings, checkpoint, index, request: gr.Request):
     return dataset_sample_for(settings, checkpoint, index, owner_of(request))
 
 
-def on_tab(settings, current, request: gr.Request):
-    return refreshed_choices(settings, current, owner=owner_of(request))
+@common.friendly_errors
+def on_tab(settings, current, layer, cam_class, request: gr.Request):
+    """The tab opened: new checkpoints, and the pickers' labels and the note said in the
+    visitor's language (the page was drawn before anybody's language was known)."""
+    owner = owner_of(request)
+    picker = refreshed_choices(settings, current, owner=owner)
+    return (picker, *_controls(settings, picker["value"], owner, layer, cam_class))
 
 
 def build(settings, tab=None) -> None:
@@ -539,5 +578,7 @@ def build(settings, tab=None) -> None:
                          [view["image"], view["sample_note"], view["sample_index"]],
                          api_visibility="private")
     if tab is not None:
-        tab.select(with_settings(on_tab, settings), view["checkpoint"], view["checkpoint"],
+        tab.select(with_settings(on_tab, settings),
+                   [view["checkpoint"], view["layer"], view["cam_class"]],
+                   [view["checkpoint"], view["layer"], view["cam_class"], view["note"]],
                    api_visibility="private", queue=False)
