@@ -104,3 +104,22 @@ def _bypasses(path: Path) -> list[str]:
                          ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_sentence_a_person_reads_bypasses_the_catalogue(path):
     assert _bypasses(path) == []
+
+
+def test_every_handler_of_a_number_field_speaks_for_its_visitor(tmp_path):
+    """A wrong number reaches its handler as a WrongValue, which only friendly_errors turns into
+    the visitor's sentence: every handler that takes such a field must be wrapped by it."""
+    from vision_lab.ui import Settings, build_app
+    from vision_lab.ui.fields import Number, Slider
+
+    demo = build_app(Settings(runs_dir=str(tmp_path)))
+    unwrapped = []
+    for dependency in demo.fns.values():
+        if any(isinstance(block, (Number, Slider)) for block in dependency.inputs):
+            fn, wrapped = dependency.fn, False
+            while fn is not None and not wrapped:
+                wrapped = getattr(fn, "speaks_for_visitor", False)
+                fn = getattr(fn, "__wrapped__", None)
+            if not wrapped:
+                unwrapped.append(dependency.name)
+    assert unwrapped == []

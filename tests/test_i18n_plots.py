@@ -139,15 +139,32 @@ def test_a_folder_dataset_reports_in_both_languages():
                                         "等（另有 2 个）。")
 
 
-def test_a_field_error_names_the_field_in_the_current_language():
+def test_a_field_error_names_the_field_in_the_visitors_language():
+    """A field checks its value before anyone knows who is asking: it hands the handler a
+    WrongValue, which friendly_errors says in the visitor's language."""
     gr = pytest.importorskip("gradio")
+    from vision_lab.ui import language
     from vision_lab.ui.fields import Number
-    from vision_lab.ui.language import ui_text
+    from vision_lab.ui.language import WrongValue, friendly_errors, ui_text
 
     field = Number(label=ui_text("your_runs.share_name"), minimum=1, precision=0)
+    assert isinstance(field.preprocess(0), WrongValue) and field.preprocess(3) == 3
+
+    @friendly_errors
+    def handler(value, request=None):
+        return value
+
+    language.remember(_request("visitor-zh"), lang="zh")
     with pytest.raises(gr.Error) as english:
-        field.preprocess(0)
+        handler(field.preprocess(0))
     assert english.value.message == "Name in the shared folder (optional) must be at least 1, got 0."
-    with using("zh"), pytest.raises(gr.Error) as chinese:
-        field.preprocess("x")
+    with pytest.raises(gr.Error) as chinese:
+        handler(field.preprocess("x"), request=_request("visitor-zh"))
     assert chinese.value.message == f"{ZH['your_runs.share_name']} 必须是数字，收到的是 'x'。"
+
+
+def _request(session: str):
+    """A gr.Request as gradio hands one to a handler: its session and headers."""
+    import gradio as gr
+
+    return gr.Request(headers={}, session_hash=session)

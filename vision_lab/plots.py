@@ -12,6 +12,8 @@ drawn in English, and `font_notice` gives the line a tab shows to say so.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import re
@@ -19,7 +21,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from matplotlib import rc_context
+from matplotlib import rc_context, rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -90,12 +92,30 @@ def font_notice(lang: str | None = None) -> Text | None:
     return text("plots.font_notice") if plot_language(lang) != lang else None
 
 
+LECTURE_TEXT_SCALE = 1.4   # lecture mode's figures: readable from the back of a room
+_TEXT_SIZES = ("font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize", "ytick.labelsize",
+               "legend.fontsize", "figure.titlesize")
+_text_scale: contextvars.ContextVar[float] = contextvars.ContextVar("vision_lab_plot_text", default=1.0)
+
+
+@contextlib.contextmanager
+def larger_text(scale: float):
+    """Figures built inside this block have text `scale` times larger (lecture mode: readable from
+    the back of a room)."""
+    token = _text_scale.set(scale)
+    try:
+        yield
+    finally:
+        _text_scale.reset(token)
+
+
 def _styled(build):
     """Build a figure in the projector style, labelled in the current language (i18n.using)."""
     @functools.wraps(build)
     def with_style(*args, **kwargs):
         lang = plot_language(i18n.current())
         style = dict(STYLE)
+        style.update({key: STYLE[key] * _text_scale.get() for key in _TEXT_SIZES})
         if lang == "zh":
             # By name, not through the "sans-serif" alias: a text keeps the family it was made
             # with, but an alias is looked up when the figure is drawn, after this context ends.
@@ -132,7 +152,7 @@ def _show_message(ax, message: str) -> None:
     ax.set_xticks([])  # 0..1 ticks on an empty plot would look like data
     ax.set_yticks([])
     ax.text(0.5, 0.5, i18n.render(message), transform=ax.transAxes, ha="center", va="center",
-            color="0.45", fontsize=STYLE["axes.labelsize"])
+            color="0.45", fontsize=rcParams["axes.labelsize"])
 
 
 def _grid_figure(n: int, ncols: int, cell: float, title: str | None):
@@ -274,7 +294,7 @@ def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") ->
                        run=i18n.render(next(iter(runs)))))
     if most_seeds > 1:
         ax.set_title(t("plots.epochs.over_seeds", title=ax.get_title(), seeds=most_seeds),
-                     fontsize=STYLE["axes.labelsize"])
+                     fontsize=rcParams["axes.labelsize"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(ncols=1 if len(runs) <= 2 else 2)
@@ -470,7 +490,7 @@ def hidden_activation_plot(activations: list[tuple[str, object]]) -> Figure:
         fig.colorbar(strip, ax=ax, pad=0.01)
         active = np.mean(values > 0)
         ax.set_title(t("plots.hidden.layer", name=name, units=values.size, active=active),
-                     fontsize=STYLE["axes.labelsize"])
+                     fontsize=rcParams["axes.labelsize"])
         ax.set_yticks([])
     axes[-1].set_xlabel(t("plots.axis.hidden_unit"))
     fig.suptitle(t("plots.hidden.title"))

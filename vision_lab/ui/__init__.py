@@ -14,6 +14,7 @@ import gradio as gr
 
 from ..i18n import text
 from .language import ui_text
+from .lecture import CSS as LECTURE_CSS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ TABS = {"augment": "app.tab.augment", "train": "app.tab.train", "compare": "app.
 CSS = """
 .vl-status textarea, .vl-status p { font-size: 1.05rem; }
 footer { display: none !important; }
-"""
+""" + LECTURE_CSS
 
 
 def _default_runs_dir() -> str:
@@ -48,6 +49,8 @@ class Settings:
     # What a run does when the page that started it closes: "stop" (keeps its finished epochs)
     # or "finish" (runs to its end; the visitor finds it under their runs when they come back).
     on_disconnect: str = "stop"
+    # Lecture mode for every visitor who has not chosen (each can still turn it off): lecture.py.
+    lecture: bool = False
     # Served to other people (a Space, a LAN address, a share link): `folder:` paths are limited
     # to the data folder, and the storage limits below default to on.
     public: bool = False
@@ -85,7 +88,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, classify, compare, feature_maps, language, train
+    from . import augment, classify, compare, feature_maps, language, lecture, train
     from ..serving.run_queue import RUNS
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
 
@@ -95,7 +98,9 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
         with gr.Row(equal_height=False):
             gr.Markdown(INTRO)
-            language_switch = language.switch()
+            with gr.Column(scale=0, min_width=160):
+                language_switch = language.switch()
+                lecture_switch = lecture.toggle(settings.lecture)
         # The Augment tab's current spec (a list of ops), read by the Train tab.
         augment_spec = gr.State([])
         with gr.Tabs():
@@ -111,6 +116,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 classify.build(settings, tab=tab)
         demo.load(None, js=SET_OWNER_COOKIE_JS)
         language.wire(demo, language_switch)
+        lecture.wire(demo, lecture_switch)
 
         def page_closed(request: gr.Request):
             """A closed or reloaded tab: its runs stop unless the server lets them finish."""

@@ -8,6 +8,7 @@ API caller gets the language of its Accept-Language header (English by default).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -15,7 +16,7 @@ from collections import OrderedDict
 
 import gradio as gr
 
-from ..i18n import LANGUAGES, NAMES, Text, catalogue, language_from, render, using
+from ..i18n import LANGUAGES, NAMES, Text, catalogue, language_from, render, text, using
 from .gradio_internals import CHANGE_LOCALE_JS
 
 # Static keys are the catalogue's own; gradio's page looks a browser's locale up as "zh-CN" first,
@@ -28,28 +29,44 @@ def ui_text(key: str):
     return I18N(key)
 
 
-_LANGUAGE_OF: OrderedDict[str, str] = OrderedDict()   # session -> language, most recent last
+# What each page told the server about its visitor: "lang", and "lecture" (lecture.py).
+_PREFERENCES: OrderedDict[str, dict] = OrderedDict()   # session -> preferences, most recent last
 _LOCK = threading.Lock()
 _REMEMBERED = 20_000
 
 
-def remember(request, lang: str) -> None:
+def remember(request, **preferences) -> None:
     session = getattr(request, "session_hash", None)
-    if session and lang in LANGUAGES:
-        with _LOCK:
-            _LANGUAGE_OF[session] = lang
-            _LANGUAGE_OF.move_to_end(session)
-            while len(_LANGUAGE_OF) > _REMEMBERED:
-                _LANGUAGE_OF.popitem(last=False)
+    if not session:
+        return
+    with _LOCK:
+        _PREFERENCES.setdefault(session, {}).update(preferences)
+        _PREFERENCES.move_to_end(session)
+        while len(_PREFERENCES) > _REMEMBERED:
+            _PREFERENCES.popitem(last=False)
+
+
+def preference(request, name: str, default=None):
+    with _LOCK:
+        return _PREFERENCES.get(getattr(request, "session_hash", None), {}).get(name, default)
 
 
 def language_of(request) -> str:
-    with _LOCK:
-        lang = _LANGUAGE_OF.get(getattr(request, "session_hash", None))
-    if lang:
+    lang = preference(request, "lang")
+    if lang in LANGUAGES:
         return lang
     headers = getattr(request, "headers", None) or {}
     return language_from(headers.get("accept-language"))
+
+
+@contextlib.contextmanager
+def _for_visitor(request, lang: str):
+    """Draw and write as this visitor sees the page: in their language, and with the larger plot
+    text of lecture mode when they have it on."""
+    from ..plots import LECTURE_TEXT_SCALE, larger_text
+
+    with using(lang), larger_text(LECTURE_TEXT_SCALE if preference(request, "lecture") else 1.0):
+        yield
 
 
 # The switch changes the language of the page's static text the way gradio's own Settings panel
@@ -63,13 +80,17 @@ async (choice) => {
   return choice;
 }
 """ % (NAMES["zh"], CHANGE_LOCALE_JS)
+# On load: the address (?lang=zh), else this browser's last choice, else its own language.
 INITIAL_JS = """
-() => {
+async () => {
   const asked = new URLSearchParams(location.search).get("lang");
-  const lang = asked || localStorage.getItem("vision_lab_lang") || navigator.language || "en";
-  return lang.toLowerCase().startsWith("zh") ? "%(zh)s" : "%(en)s";
+  const kept = localStorage.getItem("vision_lab_lang");
+  const zh = (asked || kept || navigator.language || "en").toLowerCase().startsWith("zh");
+  const lang = zh ? "zh-CN" : "en";
+%s
+  return zh ? "%s" : "%s";
 }
-""" % NAMES
+""" % (CHANGE_LOCALE_JS, NAMES["zh"], NAMES["en"])
 
 
 def switch():
@@ -77,14 +98,27 @@ def switch():
                     container=False, elem_id="language-switch", min_width=120)
 
 
-def on_switch(choice: str, request: gr.Request):
-    remember(request, next(lang for lang, name in NAMES.items() if name == choice))
+def on_switch(choice: str, request: gr.Request) -> str:
+    remember(request, lang=next(lang for lang, name in NAMES.items() if name == choice))
+    return choice
 
 
 def wire(demo: gr.Blocks, radio: gr.Radio) -> None:
-    """The page reports its language on load (which also moves the switch), then on every change."""
-    radio.change(on_switch, radio, None, js=SWITCH_JS, queue=False, api_visibility="private")
-    demo.load(None, None, radio, js=INITIAL_JS)
+    """The page reports its language on load (which also moves the switch), then on every change.
+
+    gradio translates a tab's name once, when the tab is drawn, so the switch sends every tab its
+    name again to have it translated in the new language."""
+    from gradio.i18n import I18nData
+
+    tabs = [block for block in demo.blocks.values()
+            if isinstance(block, gr.Tab) and isinstance(block.label, I18nData)]
+
+    def switched(choice: str, request: gr.Request):
+        on_switch(choice, request)
+        return [gr.Tab(label=tab.label) for tab in tabs]
+
+    radio.change(switched, radio, tabs, js=SWITCH_JS, queue=False, api_visibility="private")
+    demo.load(on_switch, radio, radio, js=INITIAL_JS, queue=False, api_visibility="private")
 
 
 # ---- handlers speak the visitor's language --------------------------------------------------------
@@ -94,18 +128,34 @@ def wire(demo: gr.Blocks, radio: gr.Radio) -> None:
 USER_ERRORS = (ValueError, RuntimeError, OSError)
 
 
+class WrongValue:
+    """What a field hands its handler instead of a value it cannot accept (fields.py): the sentence
+    saying why, which `friendly_errors` raises in the visitor's language."""
+
+    def __init__(self, message: Text):
+        self.message = message
+
+
+def _refuse_wrong_values(args, kwargs, lang: str) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, WrongValue):
+            raise gr.Error(render(value.message, lang), title=render(text("app.error_title"), lang),
+                           print_exception=False)
+
+
 def user_error(error: BaseException, lang: str | None = None) -> gr.Error:
     """A library error as the sentence a visitor reads (no traceback)."""
     message = error.args[0] if error.args and isinstance(error.args[0], Text) else str(error)
-    return gr.Error(render(message, lang).strip() or type(error).__name__, print_exception=False)
+    return gr.Error(render(message, lang).strip() or type(error).__name__,
+                    title=render(text("app.error_title"), lang), print_exception=False)
 
 
 def _said(value, lang: str):
     """An output with every message in it rendered in `lang`."""
     if isinstance(value, Text):
         return render(value, lang)
-    if isinstance(value, tuple):
-        return tuple(_said(v, lang) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_said(v, lang) for v in value)
     if isinstance(value, dict) and value.get("__type__") == "update":
         return {k: _said(v, lang) for k, v in value.items()}
     return value
@@ -125,12 +175,14 @@ def friendly_errors(fn):
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
-            lang = language_of(_request_in(args, kwargs))
+            request = _request_in(args, kwargs)
+            lang = language_of(request)
+            _refuse_wrong_values(args, kwargs, lang)
             steps = fn(*args, **kwargs)
             try:
                 while True:
                     # Each step may run on another of gradio's threads: say the language each time.
-                    with using(lang):
+                    with _for_visitor(request, lang):
                         try:
                             item = next(steps)
                         except StopIteration:
@@ -142,16 +194,20 @@ def friendly_errors(fn):
                     yield _said(item, lang)
             finally:
                 steps.close()   # a closed page closes the handler (see run_queue.line)
+        gen_wrapper.speaks_for_visitor = True
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        lang = language_of(_request_in(args, kwargs))
-        with using(lang):
+        request = _request_in(args, kwargs)
+        lang = language_of(request)
+        _refuse_wrong_values(args, kwargs, lang)
+        with _for_visitor(request, lang):
             try:
                 return _said(fn(*args, **kwargs), lang)
             except gr.Error:
                 raise
             except USER_ERRORS as error:
                 raise user_error(error, lang) from None
+    wrapper.speaks_for_visitor = True
     return wrapper

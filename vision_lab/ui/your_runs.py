@@ -25,7 +25,8 @@ def note(settings, count: int, used_mb: float) -> str:
 
 def layout(settings) -> dict:
     panel = {}
-    with gr.Accordion(ui_text("your_runs.title"), open=False, elem_id="own-runs"):
+    with gr.Accordion(ui_text("your_runs.title"), open=False, elem_id="own-runs",
+                      elem_classes="vl-advanced"):  # folded away in lecture mode
         # Filled in for this visitor (in their language) when the tab opens.
         panel["note"] = gr.Markdown(ui_text("your_runs.private"))
         panel["picker"] = gr.Dropdown(label=ui_text("your_runs.picker"), choices=[],
