@@ -32,8 +32,10 @@ def parse_args(argv=None):
                    help="folder for downloaded datasets (default ./data)")
     p.add_argument("--max-trainings", type=int, default=int(env("VISION_LAB_MAX_TRAININGS") or 1),
                    help="trainings that may run at the same time")
-    p.add_argument("--max-waiting", type=int, default=int(env("VISION_LAB_MAX_WAITING") or 8),
-                   help="trainings that may wait in line; more are refused with a message")
+    p.add_argument("--max-waiting", type=int,
+                   default=int(env("VISION_LAB_MAX_WAITING")) if env("VISION_LAB_MAX_WAITING") else None,
+                   help="trainings that may wait in line; more are refused with a message "
+                        "(default: 40 when public, a class's worth; 8 otherwise)")
     p.add_argument("--on-disconnect", choices=["stop", "finish"],
                    default=env("VISION_LAB_ON_DISCONNECT") or "stop",
                    help="what a run does when its page closes (default: stop, keeping finished epochs)")
@@ -49,6 +51,14 @@ def parse_args(argv=None):
                    help="storage for all runs (0: no limit; default 10000 when public)")
     p.add_argument("--retention-hours", type=float, default=_env_float("VISION_LAB_RETENTION_HOURS"),
                    help="delete visitors' private runs older than this (0: keep; default 48 when public)")
+    p.add_argument("--run-cache-mb", type=float, default=_env_float("VISION_LAB_RUN_CACHE_MB") or 1000,
+                   help="storage for finished runs kept to be replayed (0: no limit; default 1000)")
+    p.add_argument("--run-cache-days", type=float, default=_env_float("VISION_LAB_RUN_CACHE_DAYS") or 30,
+                   help="replay kept runs for this many days (0: no limit; default 30)")
+    p.add_argument("--lecture", action="store_true",
+                   default=env("VISION_LAB_LECTURE", "").strip().lower() in ("1", "true", "yes"),
+                   help="lecture mode for every visitor: larger type and plots, advanced controls "
+                        "folded away, lessons in three steps (each visitor can turn it off)")
     p.add_argument("--max-upload-mb", type=float, default=_env_float("VISION_LAB_MAX_UPLOAD_MB") or 200,
                    help="largest file a visitor may upload")
     args = p.parse_args(argv)
@@ -58,7 +68,16 @@ def parse_args(argv=None):
             args.public = env_public.strip().lower() in ("1", "true", "yes")
         else:
             args.public = bool(env("SPACE_ID")) or args.share or args.host not in LOOPBACK
+    if args.max_waiting is None:
+        args.max_waiting = 40 if args.public else 8
     return args
+
+
+def max_threads(settings) -> int:
+    """Worker threads for gradio's handlers. Each visitor waiting in line or following a run holds
+    one (it blocks between updates), and a visitor classifying needs one too: gradio's default of
+    40 would leave a class of 40 waiting students none. Blocked threads cost memory, not CPU."""
+    return 40 + 2 * (settings.max_waiting_trainings + settings.max_concurrent_trainings) + 100
 
 
 def _warm_up_training(delay: float = 2.0) -> None:
@@ -70,16 +89,39 @@ def _warm_up_training(delay: float = 2.0) -> None:
         time.sleep(delay)
         from vision_lab.serving.worker import warm_up
         warm_up()
+        keep_startup_objects()   # and what the warm-up imported
 
     threading.Thread(target=later, daemon=True).start()
 
 
+def keep_startup_objects() -> None:
+    """Take everything the app has built so far out of Python's garbage collector's sight.
+
+    The app holds about a million long-lived objects (torch, gradio, matplotlib, the Blocks); a
+    full collection walks all of them: ~0.3 s on the 2-core machine, with every thread of the
+    server stopped. Rendering a finished run's figures makes enough garbage to start one every few
+    runs, so a visitor classifying meanwhile waited those 0.3 s. Frozen, a full collection looks
+    only at what came after (milliseconds). VISION_LAB_GC_FREEZE=0 leaves the collector as it is
+    (to measure the difference: benchmarks/classroom.py)."""
+    import gc
+
+    if os.environ.get("VISION_LAB_GC_FREEZE", "1") != "0":
+        gc.collect()
+        gc.freeze()
+
+
 def main(argv=None):
     args = parse_args(argv)
+    interval = os.environ.get("VISION_LAB_SWITCH_INTERVAL_MS")
+    if interval:  # a diagnostic (benchmarks/classroom.py): how often threads trade the GIL
+        import sys
+
+        sys.setswitchinterval(float(interval) / 1000)
     from starlette.middleware import Middleware
 
     from vision_lab.ui import CSS, Settings, build_app
     from vision_lab.ui.gradio_internals import calm_queue
+    from vision_lab.ui.language import I18N
     from vision_lab.ui.storage import HidePrivateRuns
 
     settings = Settings(runs_dir=args.checkpoints, data_root=args.data_root,
@@ -87,8 +129,19 @@ def main(argv=None):
                         max_waiting_trainings=args.max_waiting, on_disconnect=args.on_disconnect,
                         public=args.public, visitor_quota_mb=args.visitor_quota_mb,
                         runs_quota_mb=args.runs_quota_mb, retention_hours=args.retention_hours,
-                        max_upload_mb=args.max_upload_mb)
+                        max_upload_mb=args.max_upload_mb, lecture=args.lecture)
+    from vision_lab.serving.run_cache import CACHE, source_version
+
+    CACHE.configure(folder=Path(settings.runs_dir) / ".run-cache", max_mb=args.run_cache_mb,
+                    max_age_days=args.run_cache_days)
+    CACHE.evict()
+    source_version()  # the code's hash, once, before a class asks for it all at once
     demo = build_app(settings).queue(default_concurrency_limit=2)
+    limit = os.environ.get("VISION_LAB_INSPECT_CONCURRENCY")
+    if limit:  # a diagnostic (benchmarks/classroom.py): how many /classify, /feature_maps at once
+        for fn in demo.fns.values():
+            if fn.api_name in ("classify", "feature_maps"):
+                fn.concurrency_limit = int(limit) if limit != "none" else None
     calm_queue(demo)
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, css=CSS,
@@ -96,8 +149,10 @@ def main(argv=None):
         # they are; the visitors' private runs inside are never served by path (HidePrivateRuns).
         allowed_paths=list(dict.fromkeys(settings.checkpoint_dirs + [settings.runs_dir])),
         app_kwargs={"middleware": [Middleware(HidePrivateRuns)]},
-        max_file_size=f"{settings.max_upload_mb:g}mb", footer_links=["api"],
+        max_file_size=f"{settings.max_upload_mb:g}mb", footer_links=["api"], i18n=I18N,
+        max_threads=max_threads(settings),
         prevent_thread_lock=True)
+    keep_startup_objects()
     _warm_up_training()
     demo.block_thread()
 

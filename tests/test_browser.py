@@ -74,3 +74,38 @@ def test_compare_tab_quick_preset_table(browser_page, screenshots):
     # Wait for the overlay plot to be drawn before the screenshot.
     page.locator("#compare-acc-plot img").first.wait_for(timeout=30_000)
     page.screenshot(path=str(screenshots / "compare.png"), full_page=True)
+
+
+def test_lecture_mode_folds_controls_and_reveals_the_answer_on_request(browser, app_url, screenshots):
+    """?lecture=1: larger type, advanced controls gone, and a lesson's answer (table, curves,
+    verdict) hidden after the run until the lecturer presses Reveal."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(app_url + "?lecture=1")
+        page.wait_for_function("document.body.classList.contains('vl-lecture')", timeout=30_000)
+        zoom = page.evaluate("getComputedStyle(document.querySelector('.gradio-container')).zoom")
+        assert float(zoom) > 1.2
+        _open_tab(page, "Train")
+        advanced = page.locator(".vl-advanced")
+        assert advanced.count() > 0 and not advanced.first.is_visible()
+        _open_tab(page, "Compare")
+        page.get_by_text("① The question").wait_for(timeout=10_000)
+        page.get_by_label("quick").check()
+        page.locator("#compare-start").click()
+        page.wait_for_function(
+            "document.querySelector('#compare-status').innerText.includes('Done')", timeout=180_000)
+        answer = page.locator("#compare-answer")
+        assert not answer.is_visible()                       # the room guesses first
+        page.locator("#compare-reveal").click()
+        answer.wait_for(state="visible", timeout=10_000)
+        assert "CNN" in page.locator("#compare-table").inner_text()
+        page.locator("#compare-acc-plot img").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(screenshots / "lecture_compare.png"), full_page=True)
+        # Off again: everything is back, the answer shown as soon as it exists.
+        page.locator("#lecture-switch input").uncheck()
+        page.wait_for_function("!document.body.classList.contains('vl-lecture')", timeout=10_000)
+        _open_tab(page, "Train")
+        assert page.locator(".vl-advanced").first.is_visible()
+    finally:
+        context.close()

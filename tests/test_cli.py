@@ -158,3 +158,43 @@ def test_command_for_a_config_trains_that_config_again():
     args = build_parser().parse_args(shlex.split(command)[3:])
     assert _config_from_args(args) == TrainConfig(**{**config.to_dict(), "out": None})
     assert command_for(TrainConfig()) == "python -m vision_lab train --seed 0"
+
+
+def test_command_for_a_speedrun_lists_only_what_differs_from_its_recipe():
+    import shlex
+
+    from vision_lab.cli import _config_from_args, build_parser, command_for
+    from vision_lab.training import TrainConfig
+
+    def round_trip(config):
+        command = command_for(config)
+        args = build_parser().parse_args(shlex.split(command)[3:])
+        assert _config_from_args(args) == TrainConfig(**{**config.to_dict(), "out": None})
+        return command
+
+    assert round_trip(TrainConfig(model="speedrun")) == "python -m vision_lab train --model speedrun --seed 0"
+    config = TrainConfig(dataset="mnist", model="speedrun", budget_seconds=30, label_smoothing=0.1,
+                         precision="bf16", seed=2)
+    assert round_trip(config) == ("python -m vision_lab train --dataset mnist --model speedrun "
+                                  "--budget-seconds 30 --label-smoothing 0.1 --seed 2 --precision bf16")
+    assert round_trip(TrainConfig(model="speedrun", permute_pixels=True)) == \
+        "python -m vision_lab train --model speedrun --permute-pixels --seed 0"
+    bare = TrainConfig(model="speedrun", use_recipe=False, tta="flip", compile="off", scheduler="onecycle")
+    assert round_trip(bare) == ("python -m vision_lab train --model speedrun --no-recipe --scheduler "
+                                "onecycle --tta flip --seed 0 --compile off")
+
+
+def test_a_speedrun_within_a_time_budget_and_its_evaluation(tmp_path):
+    out = tmp_path / "speedrun.safetensors"
+    r = cli("train", "--dataset", "shapes", "--model", "speedrun", "--budget-seconds", "4",
+            "--subset-train", "600", "--subset-test", "200", "--out", out, "--json")
+    events = json_lines(r.stdout)
+    assert any(e["event"] == "status" and e["message"].startswith("Planned ") for e in events)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert epochs and all(e["images"] > 0 for e in epochs)
+    done = events[-1]
+    assert done["reason"] == "completed" and done["message"].startswith("Used the 4 s time budget")
+    # evaluate tests the checkpoint the way the run tested it (speedrun's flip TTA): same figure.
+    (result,) = json_lines(cli("evaluate", out, "--dataset", "shapes", "--subset-test", "200",
+                               "--json").stdout)
+    assert result["test_acc"] == pytest.approx(done["metrics"]["test_acc"])

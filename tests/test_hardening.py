@@ -539,6 +539,7 @@ def test_train_tab_reports_an_out_of_memory_run_with_its_kept_checkpoint(tmp_pat
     live = LiveRun(config, small)
     for event in train(config, data=small):
         live.add(event)
-    status, *_, name, path, summary = final_outputs(live)
+    status, *_, name, path, command, summary = final_outputs(live)
     assert "Ran out of memory at batch size 16" in status and "run.safetensors" in status
     assert summary["reason"] == "failed" and path == config.out and name == "run"
+    assert command.startswith("python -m vision_lab train ") and summary["command"] == command

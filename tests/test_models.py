@@ -20,7 +20,7 @@ from vision_lab.models import (
 )
 
 NUM_CLASSES = 10
-MODEL_NAMES = ["mlp", "cnn", "lenet", "vgg", "resnet18"]
+MODEL_NAMES = ["mlp", "cnn", "lenet", "vgg", "resnet18", "speedrun"]
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +63,19 @@ def test_forward_and_backward(name, in_channels, image_size):
     assert logits.shape == (2, NUM_CLASSES)
     for param_name, param in model.named_parameters():
         assert param.grad is not None, f"no gradient for {param_name}"
+
+
+def test_speedrun_is_small_and_pools_before_its_convs():
+    """Sized for a CPU: a tenth of the course CNN's weights, and every conv after the first runs
+    on a pooled (halved) image."""
+    speedrun = create_model("speedrun", NUM_CLASSES, in_channels=1, image_size=28)
+    assert count_parameters(speedrun) < count_parameters(create_model("cnn", NUM_CLASSES, 1, 28)) / 6
+    kinds = [type(m).__name__ for m in speedrun.features]
+    assert kinds[:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert kinds[3:].count("MaxPool2d") == 3 and kinds[3:][::4] == ["MaxPool2d"] * 3
+    narrow = create_model("speedrun", NUM_CLASSES, widths=[8, 16])
+    assert [conv.out_channels for _, conv in conv_layers(narrow)] == [8, 16]
+    assert narrow.classifier[-1].in_features == 16
 
 
 def test_mlp_parameter_count():
@@ -137,7 +150,7 @@ def test_layer_summary(name, in_channels, image_size):
 
 # The small VGG config [64,M,128,M,256,256,M,512,512,M,512,512,M] has eight convs.
 @pytest.mark.parametrize(
-    "name, expected", [("mlp", 0), ("cnn", 3), ("lenet", 2), ("vgg", 8), ("resnet18", 20)]
+    "name, expected", [("mlp", 0), ("cnn", 3), ("lenet", 2), ("vgg", 8), ("resnet18", 20), ("speedrun", 4)]
 )
 def test_conv_layers(name, expected):
     layers = conv_layers(create_model(name, NUM_CLASSES))
@@ -166,6 +179,7 @@ def test_model_options_defaults_and_copy():
     assert model_options("vgg") == {"dropout": 0.0}
     assert model_options("lenet") == {}
     assert model_options("resnet18") == {}
+    assert model_options("speedrun") == {"widths": [16, 32, 64, 128]}
 
     options = model_options("mlp")
     options["hidden_sizes"].append(3)
@@ -173,7 +187,7 @@ def test_model_options_defaults_and_copy():
 
 
 def test_unknown_model():
-    expected = r"Unknown model 'alexnet'\. Available: mlp, cnn, lenet, vgg, resnet18"
+    expected = r"Unknown model 'alexnet'\. Available: mlp, cnn, lenet, vgg, resnet18, speedrun"
     with pytest.raises(ValueError, match=expected):
         create_model("alexnet", NUM_CLASSES)
     with pytest.raises(ValueError, match="Unknown model"):
@@ -192,16 +206,32 @@ def test_pretrained_only_for_resnet18():
 
 
 def test_pretrained_offline_raises_helpful_error(hub_dir):
-    try:
+    # Tests run offline (conftest.py), so the download fails here, online or not.
+    with pytest.raises(PretrainedWeightsUnavailable) as error:
         create_model("resnet18", NUM_CLASSES, pretrained=True)
-    except PretrainedWeightsUnavailable as error:
-        message = str(error)
-    else:
-        pytest.skip("the weights could be downloaded, so the offline error cannot be tested")
-
+    message = str(error.value)
     assert "resnet18-" in message
     assert os.path.join(hub_dir, "checkpoints") in message
     assert "could not be downloaded" in message
+
+
+def test_pretrained_weights_are_downloaded_once_into_the_hub_folder(hub_dir, monkeypatch):
+    """A faked download (the real one is 45 MB): the file lands where the offline error says to
+    put it, and the next model loads it from there."""
+    state_dict = resnet18(weights=None).state_dict()
+    fetched = []
+
+    def download_url_to_file(url, dst, hash_prefix=None, progress=True):
+        fetched.append(url)
+        torch.save(state_dict, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download_url_to_file)
+    model = create_model("resnet18", NUM_CLASSES, pretrained=True)
+    assert fetched == [ResNet18_Weights.IMAGENET1K_V1.url]
+    assert os.path.isfile(_weights_path(hub_dir))
+    assert torch.equal(model.layer1[0].conv1.weight, state_dict["layer1.0.conv1.weight"])
+    create_model("resnet18", NUM_CLASSES, pretrained=True)
+    assert len(fetched) == 1
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])

@@ -20,9 +20,20 @@ from gradio_client import handle_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = str(ROOT / "examples" / "shape_star.png")
-# A tiny MLP on a few shapes: a run takes a second or two and its checkpoint ~100 KB.
+# A tiny MLP on a few shapes: a run takes a second or two and its checkpoint ~100 KB. A run asked
+# for again is replayed from the run cache at once (test_classroom_app.py); a test that needs a
+# run to train, or to wait in line, gives it a seed of its own.
 TINY = dict(dataset="shapes", subset_train=128, subset_test=64, model="mlp", hidden_sizes="8",
             epochs=1)
+
+
+def fresh(**changes):
+    """TINY with a seed no other run of this module used: it trains, never replays."""
+    fresh.seed += 1
+    return dict(TINY, seed=fresh.seed, **changes)
+
+
+fresh.seed = 100
 
 
 @pytest.fixture(scope="module")
@@ -123,25 +134,26 @@ def test_a_private_run_is_never_served_by_its_path(busy_app):
 
 def test_a_second_training_waits_with_its_place_and_a_third_is_refused(busy_app):
     first, second, third = new_client(busy_app), new_client(busy_app), new_client(busy_app)
-    long_run = first.submit(**dict(TINY, epochs=500), api_name="/train")
+    long_run = first.submit(**fresh(epochs=500), api_name="/train")
     wait_for_output(long_run, "Training")
-    waiting = second.submit(**TINY, api_name="/train")
+    waiting = second.submit(**fresh(), api_name="/train")
     assert "number 1** (you are next; 1 training(s) running" in wait_for_output(waiting, "Waiting in line")
+    refused = fresh()
     assert "The server is busy: 1 training(s) running and 1 waiting" in error_of(
-        lambda: third.predict(**TINY, api_name="/train"))
+        lambda: third.predict(**refused, api_name="/train"))
     first.predict(api_name="/stop_training")
     assert long_run.result()[-1]["reason"] == "stopped"
     summary = waiting.result()[-1]
     assert summary["reason"] == "completed"
     # Nothing stays taken: the refused visitor gets in now.
-    assert third.predict(**TINY, api_name="/train")[-1]["reason"] == "completed"
+    assert third.predict(**refused, api_name="/train")[-1]["reason"] == "completed"
 
 
 def test_stop_takes_a_waiting_run_out_of_the_line(busy_app):
     first, second = new_client(busy_app), new_client(busy_app)
-    long_run = first.submit(**dict(TINY, epochs=500), api_name="/train")
+    long_run = first.submit(**fresh(epochs=500), api_name="/train")
     wait_for_output(long_run, "Training")
-    waiting = second.submit(**TINY, api_name="/train")
+    waiting = second.submit(**fresh(), api_name="/train")
     wait_for_output(waiting, "Waiting in line")
     second.predict(api_name="/stop_training")
     assert "Stopped** before it started" in str(waiting.result()[0])
@@ -167,7 +179,7 @@ def test_a_public_server_reads_no_folders_outside_its_data_folder(busy_app):
 
 def test_a_training_process_killed_mid_run_is_reported_and_the_app_keeps_serving(busy_app):
     client = new_client(busy_app)
-    job = client.submit(**dict(TINY, epochs=500), api_name="/train")
+    job = client.submit(**fresh(epochs=500), api_name="/train")
     wait_for_output(job, "last validation accuracy")  # at least one epoch is on disk
     pids = busy_app.run_processes()
     assert len(pids) == 1, pids
@@ -211,7 +223,8 @@ def test_closing_the_page_stops_its_training_and_frees_its_slot(browser, busy_ap
 def test_a_server_set_to_finish_lets_a_closed_pages_run_finish(browser, tmp_path):
     app = LaunchedApp(tmp_path, "--on-disconnect", "finish")
     try:
-        context, page = start_training_in_browser(browser, app.url, epochs=6, train_images=300)
+        # Long enough (~10 s) to be closed while it trains.
+        context, page = start_training_in_browser(browser, app.url, epochs=6, train_images=2000)
         page.close()
         context.close()
         private = tmp_path / "checkpoints" / ".private"

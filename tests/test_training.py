@@ -367,3 +367,155 @@ def test_training_off_the_main_thread_gives_the_same_history(tmp_path, tiny):
     worker.start()
     worker.join()
     assert result["history"] == on_main
+
+
+# ---- the speedrun recipe, time budgets, test-time augmentation, precision --------------------------
+
+def test_a_recipe_fills_the_options_left_at_their_defaults():
+    shapes = TrainConfig(model="speedrun")
+    assert (shapes.optimizer, shapes.scheduler, shapes.augment, shapes.tta) == \
+        ("adamw", "onecycle", "flip_translate", "flip")
+    assert shapes.label_smoothing > 0 and shapes.weight_decay > 0 and shapes.lr > 1e-3
+    # Digits are not mirror-symmetric: no flips, in training or at test time.
+    digits = TrainConfig(model="speedrun", dataset="mnist")
+    assert (digits.augment, digits.tta) == ("translate", "shift")
+    # What is set explicitly wins; use_recipe=False trains the bare network as told.
+    assert TrainConfig(model="speedrun", optimizer="sgd", lr=0.05).optimizer == "sgd"
+    bare = TrainConfig(model="speedrun", use_recipe=False)
+    assert (bare.optimizer, bare.scheduler, bare.augment, bare.tta) == ("adam", "none", "none", "none")
+    assert TrainConfig(model="cnn") == TrainConfig()
+    # A mirror image of scrambled pixels means nothing: no test-time augmentation then.
+    permuted = TrainConfig(model="speedrun", permute_pixels=True)
+    assert permuted.tta == "none" and permuted.augment == "flip_translate"
+    permuted.validate()
+    # Applying the recipe again changes nothing: JSON, replace() and the CLI give the same config.
+    import dataclasses
+    assert TrainConfig.from_json(shapes.to_json()) == shapes
+    assert dataclasses.replace(shapes, seed=2) == TrainConfig(model="speedrun", seed=2)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"label_smoothing": 1.0}, "label smoothing must be at least 0 and below 1"),
+    ({"budget_seconds": -5}, "time budget must be a positive number of seconds"),
+    ({"budget_seconds": 10, "scheduler": "cosine"}, "cosine scheduler needs t_max"),
+    ({"tta": "rotate"}, "Unknown test-time augmentation 'rotate'"),
+    ({"tta": "flip", "permute_pixels": True}, "set tta to none"),
+    ({"precision": "fp8"}, "Unknown precision 'fp8'"),
+    ({"compile": "maybe"}, "compile must be one of auto, on, off"),
+])
+def test_invalid_fast_training_options_give_a_plain_sentence(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw).validate()
+    # A budget replaces the epochs, so what is checked against them is not.
+    TrainConfig(budget_seconds=5, scheduler="multistep", scheduler_options={"milestones": [9]},
+                epochs=3).validate()
+
+
+def test_onecycle_warms_up_then_decays_to_its_end_each_step(tmp_path, tiny):
+    f = training.one_cycle_factor
+    assert f(0, 100, 0.2, 0.1, 0.0) == pytest.approx(0.1)
+    assert f(20, 100, 0.2, 0.1, 0.0) == pytest.approx(1.0)
+    assert f(60, 100, 0.2, 0.1, 0.0) == pytest.approx(0.5)
+    assert f(100, 100, 0.2, 0.1, 0.0) == pytest.approx(0.0)
+    events = list(train(config(tmp_path, model="mlp", epochs=2, optimizer="sgd", lr=0.1,
+                               scheduler="onecycle", scheduler_options={"warmup": 0.25}), data=tiny))
+    lrs = [e.lr for e in events if isinstance(e, BatchEnd)]  # the lr each step used
+    assert len(lrs) == 8
+    assert lrs == pytest.approx([0.1 * f(i, 8, 0.25, 0.1, 0.0) for i in range(8)])
+    assert max(lrs) == pytest.approx(0.1) and lrs[0] < lrs[1] and lrs[-1] < lrs[-2]
+
+
+def test_label_smoothing_reaches_the_training_loss_only(tmp_path, tiny, monkeypatch):
+    seen = []
+    real = torch.nn.functional.cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("label_smoothing", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
+    run_to_end(config(tmp_path, model="mlp", epochs=1, label_smoothing=0.3), data=tiny)
+    # 4 training steps smooth their targets; validation and test measure the plain loss.
+    assert seen.count(0.3) == 4 and seen.count(0.0) == len(seen) - 4
+
+
+def test_a_time_budget_plans_the_steps_that_fit(tmp_path, tiny, monkeypatch):
+    """A fake clock in which every training step takes 1/8 s and nothing else takes any time:
+    a 3.75 s budget fits exactly 30 steps, and the onecycle schedule ends on the last one."""
+    clock = [1000.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    real_step = training._backward_and_step
+
+    def step(run, loss):
+        real_step(run, loss)
+        clock[0] += 0.125
+
+    monkeypatch.setattr(training, "_backward_and_step", step)
+    events = list(train(config(tmp_path, model="mlp", budget_seconds=3.75, epochs=1, optimizer="sgd",
+                               lr=0.1, scheduler="onecycle"), data=tiny))
+    batches = [e for e in events if isinstance(e, BatchEnd)]
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    end = events[-1]
+    assert len(batches) == 30 and batches[-1].total_steps == 30
+    # 4 steps an epoch (226 images in batches of 64): 7 whole epochs and half of an eighth.
+    assert [e.images for e in epochs] == [226] * 7 + [128]
+    assert end.reason == "completed" and "Used the 3.75 s time budget: 8 epoch(s) in 30 steps" in end.message
+    assert "the last one partial (128 of 226 images)" in end.message
+    assert any(isinstance(e, Status) and e.message.startswith("Planned 30 steps") for e in events)
+    # The steps timed for the plan hold the warm-up's starting lr; then the schedule runs to its end.
+    lrs = [b.lr for b in batches]
+    assert lrs[:4] == pytest.approx([0.01] * 4)
+    assert lrs[4:] == pytest.approx([0.1 * training.one_cycle_factor(i, 30, 0.2, 0.1, 0.0) for i in range(4, 30)])
+
+
+def test_epochs_report_the_images_they_trained_on(tmp_path, tiny):
+    end = run_to_end(config(tmp_path, model="mlp", epochs=2), data=tiny)
+    assert [h["images"] for h in end.history] == [len(tiny.train_images)] * 2
+
+
+def test_tta_averages_the_views_and_the_run_is_tested_with_it(tmp_path, tiny):
+    x = torch.randn(4, 3, 8, 8)
+
+    def model(batch):  # not mirror-symmetric: each view gives other logits
+        return batch[:, 0, :, :5].sum(1)
+
+    plain = model(x)
+    assert torch.allclose(training.tta_logits(model, x, "flip"), (plain + model(x.flip(-1))) / 2)
+    moved = [model(torch.roll(x, (d, d), (-2, -1))) for d in (1, -1)]
+    assert torch.allclose(training.tta_logits(model, x, "shift"), 0.5 * plain + 0.25 * (moved[0] + moved[1]))
+    end = run_to_end(config(tmp_path, model="speedrun", epochs=1), data=tiny)
+    ckpt = load_checkpoint(end.checkpoint)
+    assert ckpt.metadata["config"]["tta"] == "flip"
+    with_tta = training.evaluate(ckpt.model, tiny.test_images, tiny.test_labels, ckpt.preprocessing, 10,
+                                 tta="flip")
+    assert end.metrics["test_acc"] == pytest.approx(with_tta.acc)
+    assert end.metrics["test_loss"] == pytest.approx(with_tta.loss, rel=1e-5)
+
+
+def test_bfloat16_autocast_trains_on_the_cpu_and_fp16_needs_a_gpu(tmp_path, tiny):
+    events = list(train(config(tmp_path, model="cnn", epochs=1, precision="bf16"), data=tiny))
+    assert events[-1].reason == "completed" and events[-1].history[0]["train_loss"] < 10
+    assert any(isinstance(e, Status) and "bfloat16 autocast" in e.message for e in events)
+    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA GPU"):
+        run_to_end(config(tmp_path, model="cnn", epochs=1, precision="fp16", device="cpu"), data=tiny)
+
+
+def test_a_status_line_says_where_and_how_the_run_computes(tmp_path, tiny):
+    events = list(train(config(tmp_path, model="cnn", epochs=1, device="cpu"), data=tiny))
+    lines = [e.message for e in events if isinstance(e, Status) and e.message.startswith("Device:")]
+    threads = torch.get_num_threads()
+    assert lines == [f"Device: cpu ({threads} thread{'s' * (threads != 1)}), float32, channels_last."]
+
+
+def test_normalising_happens_on_the_batch_s_own_device():
+    """What the CUDA path relies on, checked with PyTorch's "meta" device (shapes, no data): the
+    normalising constants are made beside the batch, never on the CPU."""
+    from vision_lab.preprocessing import Preprocessing
+
+    for seed in (None, 3):
+        prep = Preprocessing(3, 8, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), permutation_seed=seed)
+        out = training.normalize_on_device(prep, torch.zeros(2, 3, 8, 8, device="meta"))
+        assert out.device.type == "meta" and out.shape == (2, 3, 8, 8)
+    cpu = torch.full((1, 3, 8, 8), 255.0)
+    expected = Preprocessing(3, 8, (0.5,) * 3, (0.25,) * 3)(cpu.to(torch.uint8))
+    assert torch.equal(training.normalize_on_device(Preprocessing(3, 8, (0.5,) * 3, (0.25,) * 3), cpu), expected)

@@ -1,4 +1,4 @@
-"""python -m vision_lab train | evaluate | predict | list
+"""python -m vision_lab train | lr-find | evaluate | predict | export | list
 
 With --json every command prints JSON lines (one object per event or per result). Errors are one
 plain sentence on stderr and exit status 1 (2 for bad arguments), never a traceback.
@@ -29,17 +29,24 @@ def _positive_int(s: str) -> int:
 # line: field -> (flag, help). Types and defaults come from TrainConfig itself.
 TRAIN_FLAGS = {
     "dataset": ("--dataset", "registry name or folder:PATH"),
-    "model": ("--model", "mlp, cnn, lenet, vgg or resnet18"),
+    "model": ("--model", "mlp, cnn, lenet, vgg, resnet18 or speedrun (a network with its own recipe)"),
+    "use_recipe": ("--no-recipe", "train a model that has a recipe (speedrun) with exactly the "
+                                  "options given, not its recipe's"),
     "epochs": ("--epochs", None),
+    "budget_seconds": ("--budget-seconds", "train for this many seconds instead of --epochs; the "
+                                           "lr schedule is planned to end on time"),
     "batch_size": ("--batch-size", None),
     "lr": ("--lr", "learning rate"),
     "optimizer": ("--optimizer", "sgd, adam, adamw or rmsprop"),
     "momentum": ("--momentum", "SGD and RMSprop"),
-    "scheduler": ("--scheduler", "none, step, multistep, exponential, cosine or plateau"),
+    "scheduler": ("--scheduler", "none, step, multistep, exponential, cosine, plateau or onecycle "
+                                 "(warm-up then linear decay, per step)"),
     "scheduler_options": ("--scheduler-options", 'JSON, e.g. \'{"step_size": 2, "gamma": 0.5}\''),
     "augment": ("--augment", "a preset name or a JSON spec list"),
+    "tta": ("--tta", "test-time augmentation when evaluating: none, flip or shift"),
     "weight_decay": ("--weight-decay", "L2"),
     "l1": ("--l1", None),
+    "label_smoothing": ("--label-smoothing", "share of each target spread over all classes, e.g. 0.2"),
     "model_options": ("--model-options", 'JSON, e.g. \'{"hidden_sizes": [8, 8]}\''),
     "pretrained": ("--pretrained", "ImageNet weights (resnet18)"),
     "freeze_epochs": ("--freeze-epochs", "train only the head for this many epochs"),
@@ -56,6 +63,9 @@ TRAIN_FLAGS = {
     "data_seed": ("--data-seed", "picks the subsets and the validation images"),
     "seed": ("--seed", "initial weights, batch order and augmentation"),
     "device": ("--device", "auto, cpu, cuda or mps"),
+    "precision": ("--precision", "auto (bf16 or fp16 autocast on a GPU, fp32 elsewhere), fp32, bf16 "
+                                 "or fp16"),
+    "compile": ("--compile", "torch.compile: auto (on a GPU, when the run is long enough), on or off"),
     "data_root": ("--data-root", "where datasets are downloaded (default $VISION_LAB_DATA or ./data)"),
     "out": ("--out", "checkpoint path (default checkpoints/runs/…)"),
 }
@@ -85,12 +95,17 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 def command_for(config) -> str:
     """The command line that trains `config` again: every option that differs from the defaults,
     and the seed always (it is part of what a reader should see). Where files go or come from
-    (--out, --data-root) is the reader's own business, not part of the run."""
+    (--out, --data-root) is the reader's own business, not part of the run. What a model's recipe
+    sets (speedrun) is part of --model, so only options that differ from the recipe are listed."""
     defaults = type(config)().to_dict()
+    with_recipe = type(config)(model=config.model, dataset=config.dataset, use_recipe=config.use_recipe,
+                               permute_pixels=config.permute_pixels).to_dict()
+    chosen = ("model", "dataset", "use_recipe", "permute_pixels")  # what the recipe depends on
     words = ["python", "-m", "vision_lab", "train"]
     for name, value in config.to_dict().items():
         flag = TRAIN_FLAGS[name][0]
-        if name in ("out", "data_root") or (value == defaults[name] and name != "seed"):
+        default = defaults[name] if name in chosen else with_recipe[name]
+        if name in ("out", "data_root") or (value == default and name != "seed"):
             continue
         if isinstance(value, bool):
             words.append(flag)
@@ -109,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(t)
     t.add_argument("--json", action="store_true")
 
+    lf = sub.add_parser("lr-find", help="learning-rate range test: train a few steps at growing lrs "
+                                        "and suggest one (nothing is saved)")
+    _add_train_flags(lf)
+    lf.add_argument("--start-lr", type=float, default=1e-6, help="the smallest lr tried (default 1e-6)")
+    lf.add_argument("--end-lr", type=float, default=1.0, help="the largest lr tried (default 1)")
+    lf.add_argument("--steps", type=int, default=100,
+                    help="training steps, the lr growing by the same factor each (default 100)")
+    lf.add_argument("--plot", metavar="PNG", default=None, help="save the loss-against-lr figure here")
+    lf.add_argument("--json", action="store_true")
+
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test split")
     e.add_argument("checkpoint")
     e.add_argument("--dataset", required=True)
@@ -121,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--top-k", type=_positive_int, default=5)
     pr.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX, to run it without PyTorch")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--onnx", metavar="OUT", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default 17)")
+    ex.add_argument("--pixels", choices=("uint8", "float"), default="uint8",
+                    help="input of the file: uint8 0-255 pixels (default) or float32 in [0, 1]")
+    ex.add_argument("--no-preprocessing", dest="include_preprocessing", action="store_false",
+                    help="leave normalisation out of the graph: the input is already normalised")
+    ex.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("list", help="list models, datasets, presets and checkpoints")
     ls.add_argument("--json", action="store_true")
@@ -187,6 +222,26 @@ def _stop_on_ctrl_c(stop: threading.Event, bar: "ProgressBar | None") -> None:
     signal.signal(signal.SIGINT, first_press)
 
 
+def _stop_every_process_on_ctrl_c(stop: threading.Event, bar: "ProgressBar | None") -> None:
+    """Ctrl-C in a distributed run: torchrun passes the terminal's Ctrl-C on to every process,
+    which has already had it from the terminal, so each press arrives twice at once. Any of them
+    asks the run to stop after the current batch, and since the processes add up their Stop at
+    every step, all of them stop at the same one; a press more than two seconds after the first
+    quits at once."""
+    first = []
+
+    def press(signum, frame):
+        if first and time.monotonic() - first[0] > 2:
+            raise KeyboardInterrupt
+        if not first:
+            first.append(time.monotonic())
+            stop.set()
+            if bar is not None:
+                bar.line("Stopping every process after this batch … (Ctrl-C again to quit at once)")
+
+    signal.signal(signal.SIGINT, press)
+
+
 def _done_line(d: dict) -> dict:
     """The `done` event as documented (the app's extras, like most_confused, left out)."""
     d = {k: d[k] for k in ("event", "reason", "message", "best_epoch", "checkpoint", "metrics", "history")}
@@ -195,17 +250,44 @@ def _done_line(d: dict) -> dict:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .serving.malloc import keep_freed_memory
-    from .training import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict, train
+    from .training import pick_device
 
     keep_freed_memory()  # this process exists to train (see serving/malloc.py)
     config = _config_from_args(args)
+    if not distributed.launched_by_torchrun():
+        return _train(config, args.json)
+    # Started by torchrun: one process of a DistributedDataParallel run (distributed.py). Every
+    # process trains; rank 0 alone prints the events and writes the checkpoint.
+    config.validate()  # a wrong option is one sentence, before any process waits for the others
+    group = distributed.start(use_cuda=pick_device(config.device).type == "cuda")
+    cleanly = False
+    try:
+        code = _train(config, args.json, group)
+        cleanly = True
+        return code
+    finally:
+        distributed.finish(cleanly)
+
+
+def _train(config, as_json: bool, group=None) -> int:
+    from .training import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict, train
+
     stop = threading.Event()
-    bar = None if args.json else ProgressBar()
-    _stop_on_ctrl_c(stop, bar)
+    quiet = group is not None and not group.is_main
+    bar = None if as_json or quiet else ProgressBar()
+    if group is None:
+        _stop_on_ctrl_c(stop, bar)
+    else:
+        _stop_every_process_on_ctrl_c(stop, bar)
     end = None
     for ev in train(config, stop=stop):
-        if args.json:
+        if isinstance(ev, RunEnd):
+            end = ev
+        if quiet:
+            continue
+        if as_json:
             _emit(_done_line(event_to_dict(ev)) if isinstance(ev, RunEnd) else event_to_dict(ev))
         elif isinstance(ev, BatchEnd):
             bar.batch(ev)
@@ -213,17 +295,77 @@ def cmd_train(args) -> int:
             bar.epoch(ev)
         elif isinstance(ev, Status):
             bar.line(ev.message)
-        if isinstance(ev, RunEnd):
-            end = ev
-    if not args.json:
+    if bar is not None:
         bar.line(end.message)
         if end.metrics.get("test_acc") is not None:
             bar.line(f"test accuracy {end.metrics['test_acc']:.2%} (test loss "
                      f"{end.metrics['test_loss']:.4f}), measured once on the kept model")
         if end.checkpoint:
             bar.line(f"checkpoint: {end.checkpoint}")
-    # 130 is what shells report for a program ended by Ctrl-C.
-    return {"completed": 0, "early_stopped": 0, "stopped": 130}.get(end.reason, 1)
+    # 130 is what shells report for a program ended by Ctrl-C. Under torchrun a stop that ended
+    # cleanly exits 0 (the done event says "stopped"): torchrun takes any other code for a crash.
+    stopped = 130 if group is None else 0
+    return {"completed": 0, "early_stopped": 0, "stopped": stopped}.get(end.reason, 1)
+
+
+# ---- lr-find ------------------------------------------------------------------------------------
+
+def cmd_lr_find(args) -> int:
+    from .lr_finder import SMOOTH, check_range, find_lr
+
+    config = _config_from_args(args)
+    check_range(args.start_lr, args.end_lr, args.steps, SMOOTH)  # before saying what it sweeps
+    stop = threading.Event()
+    _stop_on_ctrl_c(stop, None)  # Ctrl-C ends the sweep early; what it measured is still shown
+    if not args.json:
+        print(f"Sweeping the lr from {args.start_lr:g} to {args.end_lr:g} over {args.steps} steps "
+              f"of {config.model} on {config.dataset} (nothing is saved) …", file=sys.stderr)
+    result = find_lr(config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, stop=stop)
+    if args.plot:
+        from .plots import lr_finder_figure, save_png
+
+        save_png(lr_finder_figure(result), args.plot)
+    if args.json:
+        _emit(result.to_dict())
+        return 0
+    _print_suggestions(result)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _print_suggestions(result) -> None:
+    from .i18n import text
+
+    if result.steepest is None:
+        print(text("lr_finder.no_suggestion", steps=len(result.lrs)))
+    else:
+        print(text("lr_finder.steepest", lr=result.steepest))
+        print(text("lr_finder.min_div_10", lr=result.min_div_10))
+        print(text("lr_finder.caveat"))
+    if result.diverged_at is not None:
+        print(text("lr_finder.diverged", lr=result.diverged_at))
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .export import OnnxUnavailable, export_onnx
+
+    try:
+        out = export_onnx(args.checkpoint, args.onnx, opset=args.opset,
+                          include_preprocessing=args.include_preprocessing, pixels=args.pixels)
+    except OnnxUnavailable as missing:  # an optional package: one sentence with the pip command
+        print(f"{_error_prefix()}: {missing}", file=sys.stderr)
+        return 1
+    import onnx  # present: export_onnx has just used it
+
+    described = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    if args.json:
+        _emit({"onnx": str(out), "input": described["input"]})
+    else:
+        print(f"wrote {out}\ninput: {described['input']}")
+    return 0
 
 
 # ---- evaluate / predict / list ------------------------------------------------------------------
@@ -243,11 +385,15 @@ def cmd_evaluate(args) -> int:
     if data.channels != ckpt.preprocessing.channels:
         raise ValueError(f"{Path(args.checkpoint).name} expects {ckpt.preprocessing.channels}-channel "
                          f"images but {args.dataset} has {data.channels}-channel images.")
-    r = evaluate(ckpt.model, data.test_images, data.test_labels, ckpt.preprocessing, len(ckpt.classes))
+    # The run's own test-time augmentation (speedrun's flips), so the figure matches its test.
+    tta = ckpt.metadata.get("config", {}).get("tta", "none")
+    r = evaluate(ckpt.model, data.test_images, data.test_labels, ckpt.preprocessing, len(ckpt.classes),
+                 tta=tta)
     if args.json:
         _emit(r.to_dict())
     else:
-        print(f"test loss {r.loss:.4f}, test accuracy {r.acc:.2%} on {len(data.test_images):,} images")
+        views = "" if tta == "none" else f" (test-time augmentation: {tta}, as the run was tested)"
+        print(f"test loss {r.loss:.4f}, test accuracy {r.acc:.2%} on {len(data.test_images):,} images{views}")
         for name, acc in zip(ckpt.classes, r.per_class_acc):
             print(f"  {name:<20} {acc:.2%}")
     return 0
@@ -301,20 +447,32 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _error_prefix() -> str:
+    """"error", or in a distributed run's other processes "error (rank N)": each may fail alone."""
+    import os
+
+    rank = os.environ.get("RANK", "0") if "LOCAL_RANK" in os.environ else "0"
+    return "error" if rank == "0" else f"error (rank {rank})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)  # argparse itself reports bad flags (exit 2)
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "lr-find":
+            return cmd_lr_find(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "predict":
             return cmd_predict(args)
         return cmd_list(args)
     except USER_ERRORS as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"{_error_prefix()}: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
         print("\ninterrupted", file=sys.stderr)

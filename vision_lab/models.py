@@ -2,7 +2,7 @@
 
 Every model takes a normalized float tensor of shape (N, C, H, W) and returns
 logits of shape (N, num_classes). The small convolutional models (cnn, lenet,
-vgg) keep their convolutions in ``features`` and the rest in ``classifier`` so
+vgg, speedrun) keep their convolutions in ``features`` and the rest in ``classifier`` so
 the UI can hook into them.
 """
 
@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
+
+from .i18n import Text, text
 
 # Up to this size the small CNNs flatten their final feature map directly, as
 # in the course; larger inputs are pooled first.
@@ -144,6 +146,30 @@ def _build_vgg(num_classes, in_channels, image_size, dropout):
     return _ConvClassifier(nn.Sequential(*features), classifier)
 
 
+# --- speedrun ------------------------------------------------------------------
+
+
+def _build_speedrun(num_classes, in_channels, image_size, widths):
+    """airbench's kind of network, sized for a CPU: a conv-BatchNorm-ReLU stage per width, each
+    after a 2x2 max pool that halves the image, then global max pooling and one Linear.
+
+    On a CPU a conv costs in proportion to the pixels it slides over, so each stage pools first
+    and only the narrow first conv sees the full image; no big Linear head either (the course's
+    CNN spends about half its weights on one). It trains with its own recipe (recipes.py).
+    """
+    features: list[nn.Module] = []
+    channels = in_channels
+    for i, width in enumerate(widths):
+        if i:
+            # ceil_mode: 28 px halves to 14, 7, 4 without dropping a row.
+            features.append(nn.MaxPool2d(2, ceil_mode=True))
+        # No bias: the BatchNorm that follows would cancel it.
+        features += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+    classifier = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    return _ConvClassifier(nn.Sequential(*features), classifier)
+
+
 # --- resnet18 ------------------------------------------------------------------
 
 
@@ -155,8 +181,7 @@ def _load_pretrained_state_dict(weights: ResNet18_Weights) -> dict[str, torch.Te
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except (OSError, RuntimeError) as error:
         raise PretrainedWeightsUnavailable(
-            f"The pretrained weights file {filename} could not be downloaded; "
-            f"put it in {folder} and try again."
+            text("models.pretrained_unavailable", filename=filename, folder=folder)
         ) from error
 
 
@@ -185,7 +210,7 @@ def _build_resnet18(num_classes, in_channels, image_size, pretrained):
 @dataclass(frozen=True)
 class _ModelSpec:
     build: Callable[..., nn.Module]
-    description: str
+    description: Text
     defaults: dict[str, Any]
     has_pretrained: bool = False
 
@@ -193,33 +218,39 @@ class _ModelSpec:
 _REGISTRY: dict[str, _ModelSpec] = {
     "mlp": _ModelSpec(
         _build_mlp,
-        "Multi-layer perceptron: flattens the image and ignores its spatial layout.",
+        text("models.description.mlp"),
         {"hidden_sizes": [512, 256], "dropout": 0.2, "batch_norm": False},
     ),
     "cnn": _ModelSpec(
         _build_cnn,
-        "Small CNN: three conv-BN-ReLU-pool blocks (32, 64, 128) and a 512-unit head.",
+        text("models.description.cnn"),
         {"batch_norm": True, "dropout": 0.5},
     ),
     "lenet": _ModelSpec(
         _build_lenet,
-        "LeNet-5 style: two 5x5 conv layers with max pooling, then three Linear layers.",
+        text("models.description.lenet"),
         {},
     ),
     "vgg": _ModelSpec(
         _build_vgg,
-        "Small VGG (VGG-11 layout) with batch norm: eight 3x3 convs, global pooling, one Linear.",
+        text("models.description.vgg"),
         {"dropout": 0.0},
     ),
     "resnet18": _ModelSpec(
         _build_resnet18,
-        "ResNet-18 from torchvision: residual blocks, optional ImageNet weights.",
+        text("models.description.resnet18"),
         {},
         has_pretrained=True,
     ),
+    "speedrun": _ModelSpec(
+        _build_speedrun,
+        text("models.description.speedrun"),
+        {"widths": [16, 32, 64, 128]},
+    ),
 }
 
-MODEL_DESCRIPTIONS: dict[str, str] = {name: spec.description for name, spec in _REGISTRY.items()}
+# What the Train tab says about each model (a Text: the app renders it in the visitor's language).
+MODEL_DESCRIPTIONS: dict[str, Text] = {name: spec.description for name, spec in _REGISTRY.items()}
 
 
 def list_models() -> list[str]:
@@ -228,7 +259,7 @@ def list_models() -> list[str]:
 
 def _spec(name: str) -> _ModelSpec:
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown model '{name}'. Available: {', '.join(_REGISTRY)}")
+        raise ValueError(text("models.unknown", name=name, models=", ".join(_REGISTRY)))
     return _REGISTRY[name]
 
 
@@ -248,16 +279,11 @@ def create_model(
     spec = _spec(name)
     unknown = [key for key in options if key not in spec.defaults]
     if unknown:
-        valid = ", ".join(spec.defaults) or "none"
-        noun = "option" if len(unknown) == 1 else "options"
-        raise ValueError(
-            f"Unknown {noun} {', '.join(map(repr, unknown))} for model '{name}'. "
-            f"Valid options: {valid}"
-        )
+        valid = ", ".join(spec.defaults) or text("models.no_options")
+        key = "models.unknown_option" if len(unknown) == 1 else "models.unknown_options"
+        raise ValueError(text(key, options=", ".join(map(repr, unknown)), name=name, valid=valid))
     if pretrained and not spec.has_pretrained:
-        raise ValueError(
-            f"Model '{name}' has no pretrained weights; only resnet18 has pretrained weights."
-        )
+        raise ValueError(text("models.no_pretrained", name=name))
 
     kwargs = {**model_options(name), **options}
     if spec.has_pretrained:
@@ -315,7 +341,7 @@ def head_module_name(model: nn.Module) -> str:
     # ("fc" for resnet18).
     linear_names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linear_names:
-        raise ValueError(f"{type(model).__name__} has no Linear classifier layer.")
+        raise ValueError(text("models.no_head", model=type(model).__name__))
     return linear_names[-1]
 
 

@@ -322,6 +322,45 @@ def lr_curve(history: list[dict]) -> Figure:
     return fig
 
 
+@_styled
+def lr_finder_figure(result) -> Figure:
+    """The learning-rate range test (lr_finder.find_lr): loss against lr on a log axis, each
+    batch's loss faint and the smoothed loss bold, both suggested lrs marked, and a caption on
+    how far to trust them."""
+    fig, ax = _single_axes_figure(9, 5.5)
+    ax.set(title=t("plots.lr_finder.title"), xlabel=t("plots.lr_finder.xlabel"),
+           ylabel=t("plots.axis.loss"))
+    if not result.lrs:
+        _show_message(ax, t("plots.waiting.batch"))
+        return fig
+    ax.plot(result.lrs, result.raw_losses, color="C0", alpha=0.3, linewidth=1,
+            label=t("plots.legend.batch_loss"))
+    ax.plot(result.lrs, result.losses, color="C0", linewidth=3, label=t("plots.lr_finder.smoothed"))
+    ax.set_xscale("log")
+    # Vertical lines rather than points on the curve: min ÷ 10 may lie left of the first lr tried.
+    marks = (("steepest", "C3", "--", "plots.lr_finder.steepest"),
+             ("min_div_10", "C2", ":", "plots.lr_finder.min_div_10"))
+    for name, colour, style, key in marks:
+        lr = getattr(result, name)
+        if lr is not None:
+            ax.axvline(lr, color=colour, linestyle=style, linewidth=2.5, label=t(key, lr=lr))
+    if result.diverged_at is not None:
+        ax.axvline(result.diverged_at, color="0.5", linewidth=1.5,
+                   label=t("plots.lr_finder.diverged", lr=result.diverged_at))
+    # The y range shows the smoothed curve up to its lowest point with room above: the blow-up
+    # past it may run off the top (it is marked), else it would flatten the part worth reading.
+    losses = np.asarray(result.losses)
+    low = float(losses.min())
+    high = float(losses[:int(losses.argmin()) + 1].max())
+    room = max(high - low, 0.05 * abs(high), 1e-6)
+    ax.set_ylim(low - 0.15 * room, high + 0.6 * room)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left")
+    fig.supxlabel(t("plots.lr_finder.caveat"), fontsize=rcParams["legend.fontsize"] * 0.9,
+                  color="0.35")
+    return fig
+
+
 # --- evaluation -------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ import torch.nn.functional as nnf
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .i18n import text
+
 
 def _param(kind, default, ui_min, ui_max, step, limits, *, required=False, exclusive_min=False):
     """Describe one op parameter.
@@ -181,7 +183,18 @@ def _digits(image_size):
     ]
 
 
-PRESETS = {"none": _none, "light": _light, "standard": _standard, "strong": _strong, "digits": _digits}
+def _translate(image_size):
+    """The speedrun's augmentation for digits: shift by up to 2 pixels (at 28 or 32 px), no flips."""
+    return [{"op": "RandomCrop", "size": image_size, "padding": max(1, round(image_size / 16))}]
+
+
+def _flip_translate(image_size):
+    """airbench's augmentation: shift by up to 2 pixels (at 32 px) and mirror half the images."""
+    return _translate(image_size) + [{"op": "RandomHorizontalFlip", "p": 0.5}]
+
+
+PRESETS = {"none": _none, "light": _light, "standard": _standard, "strong": _strong, "digits": _digits,
+           "translate": _translate, "flip_translate": _flip_translate}
 
 
 def list_presets():
@@ -192,13 +205,13 @@ def list_presets():
 def preset(name, image_size):
     """The spec of preset ``name`` sized for ``image_size`` x ``image_size`` images (validated)."""
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+        raise ValueError(text("transforms.unknown_preset", name=repr(name), presets=", ".join(PRESETS)))
     return validate_spec(PRESETS[name](_check_image_size(image_size)))
 
 
 def _check_image_size(image_size):
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}.")
+        raise ValueError(text("transforms.image_size", value=repr(image_size)))
     return image_size
 
 
@@ -208,20 +221,22 @@ def _check_image_size(image_size):
 
 def _limits_text(lo, hi, exclusive_min):
     if exclusive_min:
-        return f"greater than {lo}" if hi is None else f"greater than {lo} and at most {hi}"
-    return f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        return (text("transforms.limits.above", lo=lo) if hi is None else
+                text("transforms.limits.above_at_most", lo=lo, hi=hi))
+    return text("transforms.limits.at_least", lo=lo) if hi is None else text("transforms.limits.between", lo=lo, hi=hi)
 
 
 def _number(label, value, info, integer=False):
     """Check one number against the parameter's limits; returns it as int or float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{label} must be a number, got {value!r}.")
+        raise ValueError(text("transforms.not_number", label=label, value=repr(value)))
     if integer and value != int(value):
-        raise ValueError(f"{label} must be a whole number, got {value!r}.")
+        raise ValueError(text("transforms.not_whole", label=label, value=repr(value)))
     lo, hi = info["limits"]
     exclusive = info["exclusive_min"]
     if (value <= lo if exclusive else value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{label} must be {_limits_text(lo, hi, exclusive)}, got {value!r}.")
+        raise ValueError(text("transforms.out_of_limits", label=label, limits=_limits_text(lo, hi, exclusive),
+                              value=repr(value)))
     # Keep ints as ints so the spec (and the generated code) reads the way it was written.
     return int(value) if integer or isinstance(value, int) else float(value)
 
@@ -234,23 +249,23 @@ def _check_size(label, value, info):
     if _is_pair(value):
         return [_number(label, v, info, integer=True) for v in value]
     if isinstance(value, (list, tuple)):
-        raise ValueError(f"{label} must be an integer or a [height, width] pair, got {value!r}.")
+        raise ValueError(text("transforms.not_size", label=label, value=repr(value)))
     return _number(label, value, info, integer=True)
 
 
 def _check_range(label, value, info):
     if isinstance(value, (list, tuple)) and not _is_pair(value):
-        raise ValueError(f"{label} must be a number or a [min, max] pair, got {value!r}.")
+        raise ValueError(text("transforms.not_range", label=label, value=repr(value)))
     low, high = value if _is_pair(value) else (value, value)
     low, high = _number(label, low, info), _number(label, high, info)
     if low > high:
-        raise ValueError(f"{label} must be a [min, max] pair with min <= max, got {list(value)!r}.")
+        raise ValueError(text("transforms.range_order", label=label, value=repr(list(value))))
     return [low, high]
 
 
 def _check_floats(label, value, info):
     if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
-        raise ValueError(f"{label} must be a list of 1 or 3 numbers (one per channel), got {value!r}.")
+        raise ValueError(text("transforms.not_floats", label=label, value=repr(value)))
     return [_number(label, v, info) for v in value]
 
 
@@ -265,32 +280,31 @@ _CHECKS = {
 
 def _validate_step(position, step):
     if not isinstance(step, dict) or "op" not in step:
-        raise ValueError(f"Spec entry {position} must be a dict with an 'op' key, got {step!r}.")
+        raise ValueError(text("transforms.not_step", position=position, value=repr(step)))
     name = step["op"]
     if name not in OPS:
-        raise ValueError(f"Unknown op {name!r}; supported ops are: {', '.join(OPS)}.")
+        raise ValueError(text("transforms.unknown_op", name=repr(name), ops=", ".join(OPS)))
     params = OPS[name]["params"]
     unknown = sorted(set(step) - {"op"} - set(params))
     if unknown:
-        raise ValueError(f"{name}: unknown parameter {unknown[0]!r}; expected {', '.join(params)}.")
+        raise ValueError(text("transforms.unknown_param", op=name, param=repr(unknown[0]),
+                              params=", ".join(params)))
 
     normalised = {"op": name}
     for pname, info in params.items():
         if pname in step:
             normalised[pname] = _CHECKS[info["type"]](f"{name}: {pname}", step[pname], info)
         elif info["required"]:
-            raise ValueError(f"{name}: missing required parameter {pname!r}.")
+            raise ValueError(text("transforms.missing_param", op=name, param=repr(pname)))
         else:
             default = info["default"]
             normalised[pname] = list(default) if isinstance(default, list) else default
 
     if name == "GaussianBlur" and normalised["kernel_size"] % 2 == 0:
-        raise ValueError(f"GaussianBlur: kernel_size must be odd, got {normalised['kernel_size']}.")
+        raise ValueError(text("transforms.kernel_odd", value=normalised["kernel_size"]))
     if name == "Normalize" and len(normalised["mean"]) != len(normalised["std"]):
-        raise ValueError(
-            f"Normalize: mean and std must have the same length, "
-            f"got {len(normalised['mean'])} and {len(normalised['std'])}."
-        )
+        raise ValueError(text("transforms.normalize_lengths", mean=len(normalised["mean"]),
+                              std=len(normalised["std"])))
     return normalised
 
 
@@ -300,15 +314,13 @@ def validate_spec(spec):
     Raises ValueError with a sentence naming the op and parameter at fault.
     """
     if not isinstance(spec, (list, tuple)):
-        raise ValueError(
-            f"An augmentation spec must be a list of {{'op': ...}} dicts, got {type(spec).__name__}."
-        )
+        raise ValueError(text("transforms.not_spec", type=type(spec).__name__))
     steps = [_validate_step(i, step) for i, step in enumerate(spec)]
     for i, step in enumerate(steps[:-1]):
         # Normalize turns pixels into floats around 0, so anything after it (e.g. erasing with
         # value 0) would mean something different in BatchAugmenter, which works on pixels.
         if step["op"] == "Normalize":
-            raise ValueError(f"Normalize must be the last op, but it is op {i + 1} of {len(steps)}.")
+            raise ValueError(text("transforms.normalize_last", position=i + 1, count=len(steps)))
     return steps
 
 
@@ -393,9 +405,7 @@ def _random_crop(x, gen, size, padding):
         x = nnf.pad(x, [padding] * 4)  # zeros, like v2.RandomCrop's default fill
     n, _, h, w = x.shape
     if h < height or w < width:
-        raise ValueError(
-            f"RandomCrop: crop size {(height, width)} is larger than the padded image size {(h, w)}."
-        )
+        raise ValueError(text("transforms.crop_too_large", crop=str((height, width)), image=str((h, w))))
     top = _randint_below(gen, n, h - height + 1, x.device)
     left = _randint_below(gen, n, w - width + 1, x.device)
     return _crop(x, top, left, height, width)
@@ -695,9 +705,7 @@ class BatchAugmenter:
         values ``__call__`` returns as uint8. Training normalises these directly (see
         ``Preprocessing.normalize_pixels_``) and so skips a uint8 round trip."""
         if x.dtype != torch.uint8 or x.ndim != 4:
-            raise ValueError(
-                f"BatchAugmenter expects a uint8 (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}."
-            )
+            raise ValueError(text("transforms.not_uint8_batch", dtype=str(x.dtype), shape=str(tuple(x.shape))))
         out = _resize_square(x, self.image_size).float()
         for apply, params in self._steps:
             out = apply(out, generator, **params)

@@ -5,7 +5,9 @@ A message is a `Text`: the English sentence itself — a str, so the CLI, the JS
 exceptions read exactly as before — that also remembers its catalogue key and parameters, so the
 app can say it in the visitor's language: `render(message, "zh")`. Build one with
 `text(key, **params)`; templates use str.format fields (`{epoch}`, `{acc:.1%}`), and a parameter
-that is itself a Text is rendered in the same language. `join(*parts)` strings messages together.
+that is itself a Text is rendered in the same language, and `{name!u}` begins a sentence with it
+(its first letter upper case, for languages that have cases). `join(*parts)` strings messages
+together; `listing(*parts)` lists them with the language's own separator (", " / "，").
 
 Code that draws (plots) or writes (the app's handlers) for one visitor says which language it
 works in with `using(lang)`; `t(key, **params)` renders in that language. The CLI speaks English.
@@ -33,16 +35,8 @@ _language: contextvars.ContextVar[str] = contextvars.ContextVar("vision_lab_lang
 def catalogue(lang: str) -> dict[str, str]:
     """key -> template for one language."""
     if lang not in LANGUAGES:
-        raise ValueError(f"Unknown language {lang!r}; choose one of {', '.join(LANGUAGES)}.")
-    entries: dict[str, str] = {}
-    # TEMPORARY while several people translate at once: sections en.<part>.json are merged in.
-    for path in [_HERE / f"{lang}.json", *sorted(_HERE.glob(f"{lang}.*.json"))]:
-        section = json.loads(path.read_text(encoding="utf-8"))
-        twice = sorted(set(entries) & set(section))
-        if twice:
-            raise ValueError(f"{path.name} repeats catalogue keys: {', '.join(twice[:5])}")
-        entries.update(section)
-    return entries
+        raise ValueError(text("i18n.unknown_language", lang=repr(lang), choices=", ".join(LANGUAGES)))
+    return json.loads((_HERE / f"{lang}.json").read_text(encoding="utf-8"))
 
 
 class Text(str):
@@ -79,8 +73,15 @@ _JOIN = "@join"
 
 
 def join(*parts, sep: str = " ") -> Text:
-    """Messages (or plain strings) one after another, each said in the reader's language."""
+    """Messages (or plain strings) one after another, each said in the reader's language (`sep`
+    too, when it is a Text)."""
     return text(_JOIN, parts=[p for p in parts if p], sep=sep)
+
+
+def listing(*parts) -> Text:
+    """Messages (or plain strings) as a list, separated as the reader's language does (", " in
+    English, "，" in Chinese)."""
+    return join(*parts, sep=text("i18n.list_separator"))
 
 
 def render(value, lang: str | None = None) -> str:
@@ -89,14 +90,28 @@ def render(value, lang: str | None = None) -> str:
     if not isinstance(value, Text):
         return value if isinstance(value, str) else str(value)
     if value.key == _JOIN:
-        return value.params["sep"].join(render(p, lang) for p in value.params["parts"])
+        return render(value.params["sep"], lang).join(render(p, lang) for p in value.params["parts"])
     template = catalogue(lang).get(value.key) or catalogue("en")[value.key]
     return _format(template, value.params, lang)
 
 
+class _Formatter(string.Formatter):
+    """str.format, plus the conversion `!u`: the value with its first letter upper case, so a
+    sentence can begin with a parameter (`{claim!u}: by ...`)."""
+
+    def convert_field(self, value, conversion):
+        if conversion == "u":
+            value = str(value)
+            return value[:1].upper() + value[1:]
+        return super().convert_field(value, conversion)
+
+
+_FORMATTER = _Formatter()
+
+
 def _format(template: str, params: dict, lang: str) -> str:
     said = {k: render(v, lang) if isinstance(v, Text) else v for k, v in params.items()}
-    return template.format(**said)
+    return _FORMATTER.vformat(template, (), said)
 
 
 def t(key: str, **params) -> str:

@@ -1,45 +1,186 @@
-"""The server's trainings: who is running, who waits (in order), and each run's Stop.
+"""The server's trainings: the line of work waiting for a slot, who watches each, and the replays.
 
-Training and Compare share these slots. A run that cannot start at once waits here, in the
-handler, so it can show its place in the line and Stop can take it out; a line longer than the
-server allows is refused with a message instead. A slot is given back when the run's process has
-exited (not when the page that started it goes away), so a run finishing on its own after its tab
-closed still counts, and nothing stays taken after it ends.
+A *job* is the work one press of Train or Compare asks for: one run, or a lesson's runs (every
+run label × seed). Jobs are known by their runs' keys (serving.run_cache), so:
+
+- a job whose runs are all in the run cache needs no slot: the handler replays it at once;
+- a visitor who asks for the same runs as a job that is waiting or training *joins* it: they see
+  its place in line, then its curves from the start, and its result, and it is trained once for
+  all of them (30 students pressing the same lesson start one training, not 30);
+- a job that trains runs each in a child process (serving.worker); every run that reaches its end
+  goes into the cache, and a run another job is training right now is waited for, not trained
+  twice.
+
+Fair for a class:
+- one job per visitor waits in line: pressing again while one waits replaces it, and the new one
+  takes its place;
+- up to `max_waiting` jobs wait (joining one takes no place); beyond that a sentence says so;
+- a waiting visitor sees their place and an estimate of the wait: the work ahead (training
+  images × epochs of each run) at the speed recent runs of that model trained at, plus what the
+  running job has left;
+- a job nobody watches any more leaves the line; a running one stops within a batch, unless the
+  server lets closed pages' runs finish (then it runs on and its owners find it under their runs).
+
+A slot is given back when the job's last training process has exited, so nothing stays taken.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import itertools
+import queue
+import shutil
 import threading
+import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..i18n import text
+from .run_cache import CACHE, RunCache
 
 
 class QueueFull(RuntimeError):
     """More trainings are waiting than this server lets wait."""
 
 
+# For programmers (the app never makes these mistakes), not for visitors.
+BAD_LIMITS = "max_running must be at least 1 and max_waiting at least 0"
+NO_DATA = "this job was given no data to train on"
+
+
+# ---- what a job trains --------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class RunSpec:
+    config: object               # a training.TrainConfig (data_root set); `out` is chosen here
+    key: str                     # serving.run_cache.run_key
+    label: str | None = None     # Compare: the run's label and seed; Train: None
+    seed: int | None = None
+
+    def tag(self, event):
+        return event if self.label is None else (self.label, self.seed, event)
+
+
+DATASET_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "shapes": 10_000}
+
+
+def images_per_epoch(config) -> int:
+    """Training and validation images a run goes through per epoch (what its time grows with)."""
+    return config.subset_train or DATASET_SIZES.get(config.dataset, 5_000)
+
+
+class Speeds:
+    """How fast recent runs went, per model: images per second of their epochs (training and
+    validation), and the seconds a run takes besides (process start, data, test set, saving).
+    Starts from figures measured on a 2-core machine; each finished run moves them halfway."""
+
+    DEFAULTS = {"mlp": 4000.0, "cnn": 700.0, "lenet": 1500.0, "vgg": 150.0, "resnet18": 30.0}
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.images_per_sec = dict(self.DEFAULTS)
+        self.overhead = 3.0
+
+    def estimate(self, config) -> float:
+        with self._lock:
+            speed = self.images_per_sec.get(config.model, 300.0)
+            return self.overhead + images_per_epoch(config) * config.epochs / speed
+
+    def measured(self, config, history: list[dict], wall: float) -> None:
+        epoch_seconds = sum(h.get("seconds") or 0 for h in history)
+        if not history or epoch_seconds <= 0:
+            return
+        speed = images_per_epoch(config) * len(history) / epoch_seconds
+        with self._lock:
+            old = self.images_per_sec.get(config.model, speed)
+            self.images_per_sec[config.model] = (old + speed) / 2
+            self.overhead = (self.overhead + max(0.5, wall - epoch_seconds)) / 2
+
+
+# ---- jobs and who watches them ------------------------------------------------------------------
+
 @dataclass(eq=False)
 class Ticket:
+    """One visitor's interest in a job: what their handler follows."""
     session: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    admitted: bool = False
-    released: bool = False
-    handed_over: bool = False   # a run's process holds the slot now, and gives it back at its end
+    visitor: str
+    job: "Job"
+    # Train: where this visitor's copy of the run's checkpoint goes (None: no copy, as for Compare).
+    deliver_to: Path | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # Stop pressed: says "Stopping"
+    left: str | None = None      # why it no longer follows: "stopped", "replaced", "closed"
+    finish_when_closed: bool = False   # the server lets a closed page's run go on
+    closed: bool = False         # its page closed, and its run goes on
+    delivered: dict = field(default_factory=dict)   # run index -> this visitor's checkpoint
+
+    @property
+    def admitted(self) -> bool:
+        return self.job.state in ("running", "done")
+
+
+_ids = itertools.count(1)
+
+
+class Job:
+    def __init__(self, kind: str, runs: list[RunSpec], load_data: Callable, need_checkpoint: bool,
+                 lock=None):
+        self.id = next(_ids)
+        # Its watchers wait here: woken by its own news only (the line's changes wake
+        # RunQueue._changed), under the queue's one lock.
+        self.cond = threading.Condition(lock or threading.RLock())
+        self.kind, self.runs = kind, runs
+        self.key = job_key(kind, runs)
+        self.load_data, self.need_checkpoint = load_data, need_checkpoint
+        self.tickets: list[Ticket] = []
+        self.state = "waiting"           # waiting | running | done | left
+        self.items: list = []            # what watchers see: events (Train) or (label, seed, event)
+        self.stop = threading.Event()    # nobody wants it any more: the training stops
+        self.estimate = 0.0              # seconds it should take (from Speeds)
+        self.started: float | None = None
+        self.replayed = 0                # runs replayed from the cache
+        self.trained = 0                 # runs trained here
+        self.replays: list = []          # the run_cache.Replay of each replayed run
+
+    def watchers(self) -> list[Ticket]:
+        return [t for t in self.tickets if t.left is None]
+
+
+def job_key(kind: str, runs: list[RunSpec]) -> str:
+    return hashlib.sha256(json_line([kind] + [r.key for r in runs]).encode()).hexdigest()[:32]
+
+
+def json_line(value) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
 
 
 class RunQueue:
-    def __init__(self, max_running: int = 1, max_waiting: int = 8):
-        if max_running < 1:
-            raise ValueError("max_running must be at least 1.")
-        if max_waiting < 0:
-            raise ValueError("max_waiting cannot be negative.")
+    def __init__(self, max_running: int = 1, max_waiting: int = 8, cache: RunCache | None = None,
+                 work_dir=None, drive: Callable | None = None):
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError(BAD_LIMITS)
         self.max_running, self.max_waiting = max_running, max_waiting
-        self._changed = threading.Condition()
-        self._running: list[Ticket] = []
-        self._waiting: list[Ticket] = []
+        self.cache = cache if cache is not None else CACHE
+        self._work_dir = Path(work_dir) if work_dir else None
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)   # the line changed: who runs, who waits
+        self._running: list[Job] = []
+        self._waiting: list[Job] = []
+        self._by_key: dict[str, Job] = {}
+        self._training: dict[str, threading.Event] = {}   # run key -> set when that run has ended
+        self.speeds = Speeds()
+        self._drive_job = drive or self.drive   # what running a job does (tests pass their own)
 
-    def configure(self, max_running: int, max_waiting: int) -> None:
+    def configure(self, max_running: int, max_waiting: int, cache: RunCache | None = None) -> None:
         with self._changed:
             self.max_running, self.max_waiting = max_running, max_waiting
+            if cache is not None:
+                self.cache = cache
             self._admit()
 
     @property
@@ -52,100 +193,450 @@ class RunQueue:
         with self._changed:
             return len(self._waiting)
 
-    def enter(self, session: str) -> Ticket:
-        """A ticket for a new run: admitted at once if a slot is free, else in line.
+    @property
+    def work_dir(self) -> Path:
+        return self._work_dir or self.cache.folder / ".work"
 
-        Raises QueueFull (with the sentence to show) when the line is full."""
+    # -- asking for work --
+
+    def replays(self, runs: list[RunSpec], need_checkpoint: bool = False):
+        """Every run's replay, if all are in the cache; else None."""
+        out = []
+        for spec in runs:
+            replay = self.cache.get(spec.key, need_checkpoint=need_checkpoint)
+            if replay is None:
+                return None
+            out.append(replay)
+        return out
+
+    def request(self, kind: str, runs: list[RunSpec], session: str, visitor: str | None = None,
+                load_data: Callable | None = None, deliver_to=None, need_checkpoint: bool = False,
+                finish_when_closed: bool = False) -> Ticket:
+        """A ticket on the job that trains `runs`: an identical job already waiting or running
+        (joined), else a new one in line. This visitor's other waiting ticket is replaced, the new
+        job taking its place. Raises QueueFull (with the sentence to show) when the line is full."""
+        visitor = visitor or session
+        key = job_key(kind, runs)
         with self._changed:
+            existing = self._by_key.get(key)
+            if existing is not None and existing.stop.is_set():
+                existing = None   # stopping: a new job trains it again
+            place = None
+            for old in [t for job in self._waiting for t in job.watchers() if t.visitor == visitor]:
+                old.left = "replaced"
+                old.stop.set()
+                if old.job is not existing and not old.job.watchers():
+                    index = self._waiting.index(old.job)
+                    self._drop_waiting(old.job)
+                    place = index if place is None else min(place, index)
+            if existing is not None:
+                ticket = Ticket(session, visitor, existing, _path(deliver_to),
+                                finish_when_closed=finish_when_closed)
+                existing.tickets.append(ticket)
+                self._changed.notify_all()
+                return ticket
             if len(self._running) >= self.max_running and len(self._waiting) >= self.max_waiting:
-                raise QueueFull(
-                    f"The server is busy: {len(self._running)} training(s) running and "
-                    f"{len(self._waiting)} waiting, the most it queues. Please try again in a few "
-                    f"minutes.")
-            ticket = Ticket(session)
-            self._waiting.append(ticket)
+                raise QueueFull(text("serving.busy", running=len(self._running),
+                                     waiting=len(self._waiting)))
+            job = Job(kind, runs, load_data or _no_data, need_checkpoint, lock=self._lock)
+            job.estimate = sum(self.speeds.estimate(spec.config) for spec in runs)
+            ticket = Ticket(session, visitor, job, _path(deliver_to),
+                            finish_when_closed=finish_when_closed)
+            job.tickets.append(ticket)
+            self._by_key[key] = job
+            self._waiting.insert(len(self._waiting) if place is None else place, job)
             self._admit()
             return ticket
 
+    # -- the line --
+
     def position(self, ticket: Ticket) -> int:
-        """1 for the next in line, 2 after that...; 0 once admitted (or gone)."""
+        """1 for the next in line, 2 after that...; 0 once its job runs (or is gone)."""
         with self._changed:
-            return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+            job = ticket.job
+            return self._waiting.index(job) + 1 if job in self._waiting else 0
+
+    def eta(self, ticket: Ticket) -> float:
+        """Seconds until the ticket's job should start: what the running jobs have left and the
+        jobs ahead of it take, shared among the slots."""
+        with self._changed:
+            if ticket.job not in self._waiting:
+                return 0.0
+            now = time.monotonic()
+            left = [max(1.0, j.estimate - (now - (j.started or now))) for j in self._running]
+            ahead = [j.estimate for j in self._waiting[:self._waiting.index(ticket.job)]]
+            # Slots free up in order: a simple list-scheduling estimate.
+            slots = sorted(left + [0.0] * (self.max_running - len(left)))[:self.max_running]
+            for seconds in ahead:
+                slots[0] += seconds
+                slots.sort()
+            return slots[0]
 
     def wait(self, ticket: Ticket, timeout: float) -> bool:
-        """Block up to `timeout` seconds for the ticket's turn (or its Stop); True if admitted."""
+        """Block up to `timeout` seconds for the ticket's job to start (or the ticket to leave);
+        True once it has started."""
         with self._changed:
-            self._changed.wait_for(lambda: ticket.admitted or ticket.stop.is_set(), timeout)
-            return ticket.admitted
+            self._changed.wait_for(lambda: ticket.admitted or ticket.left is not None, timeout)
+            return ticket.admitted and ticket.left is None
 
-    def release(self, ticket: Ticket) -> None:
-        """The run is over (or never started): free its place. Safe to call twice."""
-        with self._changed:
-            if ticket.released:
+    def wait_in_line(self, ticket: Ticket, poll: float = 2.5, every: float = 5.0):
+        """Yield the waiting sentence while the ticket's job waits: when it changes (looked at
+        every `poll` seconds: the estimate is rounded to 5 s), and at least every `every` seconds
+        (a yield is also when gradio notices a closed page). Afterwards `ticket.admitted` and
+        `ticket.left` say what happened. A class of 40 waiting wakes the server 16 times a second,
+        not 40: each wake-up takes the GIL from whoever is classifying."""
+        last, said = None, 0.0
+        while not self.wait(ticket, timeout=poll):
+            if ticket.left is not None:
                 return
-            ticket.released = True
-            for line in (self._running, self._waiting):
-                if ticket in line:
-                    line.remove(ticket)
-            self._admit()
+            message = waiting_message(self, ticket)
+            now = time.monotonic()
+            if message != last or now - said >= every:
+                last, said = message, now
+                yield message
+
+    # -- leaving --
+
+    def leave(self, ticket: Ticket, reason: str = "stopped") -> None:
+        """The visitor no longer wants this job. The last one to leave takes a waiting job out of
+        the line, or stops a running one (and then still receives its end: the kept epoch)."""
+        with self._changed:
+            if ticket.left is not None or ticket.job.state in ("done", "left"):
+                if ticket.left is None:
+                    ticket.left = reason
+                return
+            job = ticket.job
+            others = [t for t in job.watchers() if t is not ticket]
+            if job.state == "waiting":
+                ticket.left = reason
+                if not others:
+                    self._drop_waiting(job)
+            elif others:
+                ticket.left = reason          # it goes on for the others
+            else:
+                job.stop.set()                # the last one: stop it, and show them its end
+            ticket.stop.set()
+            self._changed.notify_all()
+            job.cond.notify_all()
+
+    def closed(self, ticket: Ticket) -> None:
+        """The ticket's page closed (gradio closed its handler)."""
+        if ticket.finish_when_closed and ticket.job.state == "running":
+            ticket.closed = True              # runs on; its checkpoint is still delivered
+            return
+        self.leave(ticket, "closed")
+
+    def stop(self, session: str) -> int:
+        """Stop every ticket of this session, waiting or running; returns how many there were."""
+        with self._changed:
+            tickets = [t for job in self._running + self._waiting for t in job.watchers()
+                       if t.session == session]
+        for ticket in tickets:
+            self.leave(ticket, "stopped")
+        return len(tickets)
 
     @contextlib.contextmanager
-    def line(self, session: str, finish_when_closed: bool = False):
-        """A ticket for the body of a run handler (a generator), given back when the body ends
-        unless `hand_over` passed it to a run's process.
-
-        When the page closes, gradio closes the handler: the run stops, unless the server lets
-        runs finish on their own. Any other error stops it too, so nothing trains for nobody."""
-        ticket = self.enter(session)
+    def following(self, ticket: Ticket):
+        """The body of a handler that follows a ticket. When gradio closes the handler (its page
+        closed) the ticket leaves, or its run goes on when the server lets runs finish; any other
+        error makes it leave too, so nothing trains for nobody."""
         try:
             yield ticket
         except GeneratorExit:
-            if not finish_when_closed:
-                ticket.stop.set()
+            self.closed(ticket)
             raise
         except BaseException:
-            ticket.stop.set()
+            self.leave(ticket, "closed")
             raise
         finally:
-            if not ticket.handed_over:
-                self.release(ticket)
+            with self._changed:
+                if ticket.job.state in ("done", "left") and ticket.left is None:
+                    ticket.left = "done"
 
-    def wait_in_line(self, ticket: Ticket, poll: float = 1.0):
-        """Yield the waiting sentence every `poll` seconds until the ticket is admitted or
-        stopped; afterwards `ticket.admitted` says which."""
-        while not self.wait(ticket, timeout=poll):
-            if ticket.stop.is_set():
-                return
-            yield waiting_message(self, ticket)
+    def view(self, ticket: Ticket) -> "JobView":
+        return JobView(self, ticket)
 
-    def hand_over(self, ticket: Ticket, run) -> None:
-        """From now on the slot is `run`'s (a worker.ProcessRun): freed when its process exits."""
-        ticket.handed_over = True
-        run.on_exit(lambda: self.release(ticket))
+    # -- running jobs --
 
-    def stop(self, session: str) -> int:
-        """Stop every run of this session, running or waiting; returns how many there were."""
-        with self._changed:
-            tickets = [t for t in self._running + self._waiting if t.session == session]
-            for ticket in tickets:
-                ticket.stop.set()
-            self._changed.notify_all()
-        return len(tickets)
+    def _drop_waiting(self, job: Job) -> None:
+        if job in self._waiting:
+            self._waiting.remove(job)
+        if self._by_key.get(job.key) is job:
+            del self._by_key[job.key]
+        job.state = "left"
+        job.stop.set()
+        self._changed.notify_all()
+        job.cond.notify_all()
 
     def _admit(self) -> None:
         while self._waiting and len(self._running) < self.max_running:
-            ticket = self._waiting.pop(0)
-            ticket.admitted = True
-            self._running.append(ticket)
+            job = self._waiting.pop(0)
+            job.state, job.started = "running", time.monotonic()
+            self._running.append(job)
+            threading.Thread(target=self._run, args=(job,), daemon=True,
+                             name=f"vision-lab-job-{job.id}").start()
         self._changed.notify_all()
+
+    def _add(self, job: Job, item, wake: bool = True) -> None:
+        with self._lock:
+            job.items.append(item)
+            if wake:
+                job.cond.notify_all()
+
+    def _run(self, job: Job) -> None:
+        try:
+            self._drive_job(job)
+        except BaseException as error:  # noqa: BLE001 - shown to every watcher
+            self._add(job, error)
+        finally:
+            with self._changed:
+                job.state = "done"
+                if job in self._running:
+                    self._running.remove(job)
+                if self._by_key.get(job.key) is job:
+                    del self._by_key[job.key]
+                job.cond.notify_all()
+                self._admit()
+
+    def drive(self, job: Job) -> None:
+        """Run a job: each run replayed from the cache, waited for (another job trains it now), or
+        trained in a child process and kept in the cache."""
+        work = self.work_dir / f"job-{job.id}-{uuid.uuid4().hex[:8]}"
+        data = None
+        try:
+            for index, spec in enumerate(job.runs):
+                if job.stop.is_set():
+                    break
+                replay = self._replay_or_wait(job, spec)
+                if replay is not None:
+                    self._deliver(job, index, replay=replay)
+                    for event in replay.events():
+                        self._add(job, spec.tag(event), wake=False)
+                    job.replayed += 1
+                    job.replays.append(replay)
+                    self._wake(job)
+                    continue
+                if data is None:
+                    data = job.load_data()
+                if not self._train(job, index, spec, data, work):
+                    break
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _wake(self, job: Job) -> None:
+        with self._lock:
+            job.cond.notify_all()
+
+    def _replay_or_wait(self, job: Job, spec: RunSpec):
+        while True:
+            replay = self.cache.get(spec.key, need_checkpoint=job.need_checkpoint)
+            if replay is not None:
+                return replay
+            with self._changed:
+                ended = self._training.get(spec.key)
+                if ended is None:
+                    self._training[spec.key] = threading.Event()
+                    return None         # ours to train
+            while not ended.wait(0.5):  # another job trains it right now
+                if job.stop.is_set():
+                    return None
+
+    def _train(self, job: Job, index: int, spec: RunSpec, data, work: Path) -> bool:
+        """Train one run; True when the job should go on to its next run."""
+        from ..training import RunEnd
+        from .worker import RunDied, train_in_process
+
+        config = dataclasses.replace(spec.config, out=str(work / f"run-{index}.safetensors"))
+        started = time.perf_counter()
+        events, end, died = [], None, None
+        try:
+            run = train_in_process(config, data, stop=job.stop)
+            last_wake = 0.0
+            while True:
+                item = run.events.get()
+                if item is None:
+                    break
+                if isinstance(item, RunDied):
+                    died = item
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                events.append(item)
+                if isinstance(item, RunEnd):
+                    end = item
+                    continue             # shown once the checkpoints are delivered
+                now = time.monotonic()
+                # Batches wake the watchers once a second (their status line changes every 2 s);
+                # anything else at once.
+                wake = type(item).__name__ != "BatchEnd" or now - last_wake > BATCH_WAKE
+                if wake:
+                    last_wake = now
+                self._add(job, spec.tag(item), wake=wake)
+            wall = time.perf_counter() - started
+            job.trained += 1
+            replay = None
+            if end is not None:
+                self.speeds.measured(config, end.history, wall)
+                replay = self.cache.put(spec.key, events, end.checkpoint, data, round(wall, 1))
+            self._deliver(job, index, replay=replay, staged=Path(config.out))
+            if end is not None:
+                self._add(job, spec.tag(end))
+            if died is not None:
+                self._add(job, died)
+                return False
+            return end is not None and end.reason not in ("stopped", "failed")
+        finally:
+            with self._changed:
+                ended = self._training.pop(spec.key, None)
+            if ended is not None:
+                ended.set()
+
+    def _deliver(self, job: Job, index: int, replay=None, staged: Path | None = None) -> None:
+        """Each watcher of a Train job gets their own copy of the run's checkpoint (from the cache,
+        or the kept epoch of a stopped run) before they are shown its end."""
+        if job.kind != "train":
+            return
+        with self._changed:
+            # Those still following it (a page closed while the run may finish counts; so does
+            # the last one to press Stop, who is shown the kept epoch).
+            tickets = [t for t in job.tickets if t.deliver_to is not None and t.left is None]
+        for ticket in tickets:
+            try:
+                if replay is not None and replay.checkpoint is not None:
+                    ticket.delivered[index] = self.cache.deliver(replay, ticket.deliver_to,
+                                                                 job.runs[index].config)
+                elif staged is not None and staged.is_file():
+                    from ..checkpoints import atomic_write_bytes
+                    from .run_cache import rewrite_checkpoint
+
+                    body = rewrite_checkpoint(staged, {"out": str(ticket.deliver_to),
+                                                       "data_root": job.runs[index].config.data_root}, {})
+                    atomic_write_bytes(ticket.deliver_to, body)
+                    ticket.delivered[index] = ticket.deliver_to
+            except (OSError, ValueError, KeyError):
+                continue
+
+
+BATCH_WAKE = 1.0     # seconds between wake-ups of a job's watchers for batch events alone
+VIEW_WAIT = 0.5      # the least a watcher waits for news (live.follow asks for 0.1 s)
+
+
+class JobView:
+    """What one watcher's handler reads (a stand-in for the queue.Queue that live.follow drains):
+    the job's items from the start, the end of a run naming this watcher's own checkpoint, then
+    None once the job is over or the watcher has left it.
+
+    A watcher waits at least VIEW_WAIT for news: live.follow polls every 0.1 s, and 30 students
+    watching one lesson would wake the server 300 times a second for nothing."""
+
+    def __init__(self, runs: RunQueue, ticket: Ticket):
+        self.runs, self.ticket, self.next, self.ended = runs, ticket, 0, False
+
+    def get(self, timeout: float | None = None):
+        job = self.ticket.job
+        cond = job.cond
+        if self.ended:
+            raise queue.Empty
+        if timeout:
+            timeout = max(timeout, VIEW_WAIT)
+        with cond:
+            cond.wait_for(lambda: self.next < len(job.items) or self._over(), timeout)
+            if self.next < len(job.items):
+                item = job.items[self.next]
+                self.next += 1
+                return self._translate(item)
+            if self._over():
+                self.ended = True
+                return None
+        raise queue.Empty
+
+    def get_nowait(self):
+        return self.get(timeout=0)
+
+    def _over(self) -> bool:
+        left = self.ticket.left
+        return self.ticket.job.state in ("done", "left") or (left is not None and left != "closed")
+
+    def _translate(self, item):
+        from ..training import RunEnd
+
+        if self.ticket.job.kind == "train" and isinstance(item, RunEnd):
+            mine = self.ticket.delivered.get(0)
+            return dataclasses.replace(item, checkpoint=str(mine) if mine else None)
+        if isinstance(item, tuple) and isinstance(item[2], RunEnd):
+            return item[0], item[1], dataclasses.replace(item[2], checkpoint=None)
+        return item
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
+
+
+def _no_data():
+    raise RuntimeError(NO_DATA)
+
+
+# ---- doing something once for many askers ---------------------------------------------------------
+
+class Once:
+    """`get(key, make)`: the first caller makes the value, callers meanwhile wait for it, later
+    callers get it from memory (the last `size` values). For what many visitors ask at the same
+    moment: a lesson's data, its figures."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict = OrderedDict()
+        self._making: dict = {}
+
+    def get(self, key, make: Callable):
+        while True:
+            with self._lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    return self._values[key]
+                making = self._making.get(key)
+                if making is None:
+                    making = self._making[key] = threading.Event()
+                    mine = True
+                else:
+                    mine = False
+            if not mine:
+                making.wait()
+                with self._lock:
+                    if key in self._values:
+                        return self._values[key]
+                continue        # the maker failed: try ourselves
+            try:
+                value = make()
+                with self._lock:
+                    self._values[key] = value
+                    while len(self._values) > self.size:
+                        self._values.popitem(last=False)
+                return value
+            finally:
+                with self._lock:
+                    del self._making[key]
+                making.set()
 
 
 RUNS = RunQueue()
+# Many visitors asking for the same data at once build it once (ui.common.load_data then keeps it).
+LOADING = Once(size=0)
 
 
-def waiting_message(queue: RunQueue, ticket: Ticket) -> str:
+def format_wait(seconds: float):
+    """A wait to the nearest 5 s (an estimate that ticks every second reads as false precision)."""
+    seconds = max(5, int(round(seconds / 5) * 5))
+    if seconds < 60:
+        return text("serving.seconds", seconds=seconds)
+    return text("serving.minutes", minutes=seconds // 60, seconds=seconds % 60)
+
+
+def waiting_message(queue: RunQueue, ticket: Ticket):
     place = queue.position(ticket)
-    ahead = "you are next" if place == 1 else f"{place - 1} ahead of you"
-    return (f"**Waiting in line: number {place}** ({ahead}; {queue.running} training(s) running, "
-            f"this server runs {queue.max_running} at a time). It starts by itself; Stop takes it "
-            f"out of the line.")
+    ahead = text("serving.next") if place == 1 else text("serving.ahead", count=place - 1)
+    others = len(ticket.job.watchers()) - 1
+    joined = text("serving.shared_line", others=others) if others > 0 else ""
+    return text("serving.waiting", place=place, ahead=ahead, running=queue.running,
+                slots=queue.max_running, eta=format_wait(queue.eta(ticket)), joined=joined)

@@ -227,3 +227,18 @@ def compare_in_process(plan, data, out_dir, stop: threading.Event | None = None)
     from ..lessons import run_comparison
 
     return ProcessRun(run_comparison, stop=stop, plan=plan, data=data, out_dir=out_dir)
+
+
+def _lr_sweep(config, data, start_lr, end_lr, steps, stop):
+    """`lr_finder.find_lr` as a generator of one event, its result (what ProcessRun runs)."""
+    from ..lr_finder import find_lr
+
+    yield find_lr(config, start_lr=start_lr, end_lr=end_lr, steps=steps, stop=stop, data=data)
+
+
+def lr_find_in_process(config, data, start_lr: float, end_lr: float, steps: int,
+                       stop: threading.Event | None = None) -> ProcessRun:
+    """The learning-rate range test (`lr_finder.find_lr`) in a child process: its one event is the
+    LRFinderResult (the sweep trains, so it runs where trainings run, at their priority)."""
+    return ProcessRun(_lr_sweep, stop=stop, config=config, data=data, start_lr=start_lr,
+                      end_lr=end_lr, steps=steps)

@@ -1,23 +1,61 @@
 """Compare tab: run one of the course's lessons (or up to four runs of your own) on the same data,
-each over several seeds, and overlay their curves, with a results table and the lesson's verdict."""
+each over several seeds, and overlay their curves, with a results table and the lesson's verdict.
+
+What the tab says comes from the catalogue (`compare.*` keys in i18n/en.json); what the lessons say (a
+lesson's title and question, run labels, the verdict) comes from the library as catalogue Texts,
+said here in the visitor's language. Choice values (lesson names, sizes, the custom choice) stay
+English: they are what the /compare API takes.
+"""
 from __future__ import annotations
 
 import time
 
 import gradio as gr
 
-from ..serving.run_queue import RUNS
+from ..i18n import catalogue, current, join, render, t, text
+from ..serving.run_queue import RUNS, Once
 from .common import (check_server_folder, dataset_choices, format_seconds, friendly_errors,
                      load_data, session_of, with_settings)
-from .live import follow
-from .storage import check_quota, owner_dir, owner_of
+from .language import ui_text
+from .live import follow, static_text
+from .storage import check_quota, owner_of
 
-CUSTOM = "Custom (edit the table)"
-CUSTOM_QUESTION = ("Your own runs: one row each (model, augmentation preset, BatchNorm true/false, "
-                   "optimizer, lr, scheduler, epochs). Blank cells keep the defaults. A comparison "
-                   "of your own makes no claim: read the table and the curves.")
-STOPPING = "**Stopping …** the current run ends within a batch; the rest are skipped."
+# The lesson picker's value for "your own runs": the English text (API callers send it).
+CUSTOM = str(text("compare.custom"))
+CUSTOM_QUESTION = ui_text("compare.custom_question")
+STOPPING = text("compare.stopping")
 OUTPUTS = ("status", "verdict", "table", "acc_plot", "loss_plot")
+# The results table's columns (lessons.SUMMARY_COLUMNS, what the API returns in English), by the
+# catalogue key of their heading.
+COLUMN_KEYS = {"run": "compare.column.run", "model": "compare.column.model",
+               "parameters": "compare.column.parameters",
+               "seconds per epoch": "compare.column.seconds_per_epoch",
+               "best val acc (%)": "compare.column.best_val_acc",
+               "test acc (%)": "compare.column.test_acc",
+               "train−val gap (points)": "compare.column.gap", "seeds": "compare.column.seeds",
+               "ended": "compare.column.ended"}
+
+
+def lesson_title(name: str):
+    """A lesson's title as the picker shows it (lessons.lesson_title where the library has it)."""
+    from .. import lessons
+
+    return getattr(lessons, "lesson_title", lambda n: n)(name)
+
+
+def lesson_choices() -> list[tuple]:
+    """(label, value) of every lesson and of the custom table; labels the page translates."""
+    from ..lessons import LESSONS
+
+    return [*[(static_text(lesson_title(name)), name) for name in LESSONS],
+            (ui_text("compare.custom"), CUSTOM)]
+
+
+def size_choices() -> list[tuple]:
+    """(label, value) of every size: the values are the API's ("quick", "default")."""
+    from ..lessons import SIZES
+
+    return [(ui_text(f"compare.size.{name}"), name) for name in SIZES]
 
 
 def _custom_default():
@@ -28,42 +66,58 @@ def _custom_default():
 
 
 def layout() -> dict:
-    from ..lessons import CUSTOM_COLUMNS, LESSONS, SIZES, SUMMARY_COLUMNS
+    from ..lessons import CUSTOM_COLUMNS, LESSONS, SUMMARY_COLUMNS
 
     names = list(LESSONS)
     view = {}
-    gr.Markdown("One click runs a lesson: every run trains on the same data, once per seed, and "
-                "their curves are overlaid (dashed = train, solid = validation; the band spans "
-                "the seeds). The table and the verdict use the test set, evaluated once per run "
-                "at its end. Runs go one after the other.")
+    gr.Markdown(ui_text("compare.intro"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            view["lesson"] = gr.Dropdown(names + [CUSTOM], value=names[0], label="Lesson")
-            view["question"] = gr.Markdown(LESSONS[names[0]].question)
+            view["lesson"] = gr.Dropdown(lesson_choices(), value=names[0],
+                                         label=ui_text("compare.lesson"), elem_id="compare-lesson")
+            # Lecture mode (lecture.py) shows a lesson in three steps: the question, the run, and
+            # the answer, which stays hidden until the lecturer reveals it.
+            gr.Markdown(ui_text("compare.step_question"), elem_classes="vl-lecture-only")
+            view["question"] = gr.Markdown(static_text(LESSONS[names[0]].question),
+                                           elem_classes="vl-question", elem_id="compare-question")
             with gr.Row():
-                view["dataset"] = gr.Dropdown(dataset_choices(), value="shapes", label="Dataset",
+                # Dataset names are what the CLI and the API take: shown as they are.
+                view["dataset"] = gr.Dropdown(dataset_choices(), value="shapes",
+                                              label=ui_text("compare.dataset"),
                                               allow_custom_value=True)
-                view["size"] = gr.Radio(list(SIZES), value="default", label="Size",
-                                        info="quick: a few hundred images, 2 epochs, one seed")
+                view["size"] = gr.Radio(size_choices(), value="default",
+                                        label=ui_text("compare.size"),
+                                        info=ui_text("compare.size_info"), elem_id="compare-size")
+            # The column names are the lessons' own (what the CLI's table takes).
             view["custom"] = gr.Dataframe(
                 _custom_default(), headers=list(CUSTOM_COLUMNS), visible=False,
-                label="Custom runs (up to 4; leave model empty to skip a row)",
+                label=ui_text("compare.custom_table"),
                 datatype=["str", "str", "str", "str", "str", "number", "str", "number"],
                 interactive=True, column_count=len(CUSTOM_COLUMNS), row_count=4)
             with gr.Row():
-                view["start"] = gr.Button("Run comparison", variant="primary", elem_id="compare-start")
-                view["stop"] = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+                view["start"] = gr.Button(ui_text("compare.start"), variant="primary",
+                                          elem_id="compare-start")
+                view["stop"] = gr.Button(ui_text("compare.stop"), variant="stop",
+                                         elem_id="compare-stop")
+            view["reveal"] = gr.Button(ui_text("compare.reveal"), elem_id="compare-reveal",
+                                       elem_classes="vl-lecture-only")
         with gr.Column(scale=2):
-            view["status"] = gr.Markdown("Pick a lesson and press **Run comparison**.",
+            gr.Markdown(ui_text("compare.step_run"), elem_classes="vl-lecture-only")
+            view["status"] = gr.Markdown(ui_text("compare.ready"),
                                          elem_id="compare-status", elem_classes="vl-status")
-            view["verdict"] = gr.Markdown(elem_id="compare-verdict")
-            view["table"] = gr.Dataframe(headers=list(SUMMARY_COLUMNS), label="Results per run",
-                                         interactive=False, elem_id="compare-table")
+            with gr.Column(elem_id="compare-answer", elem_classes="vl-answer"):
+                view["verdict"] = gr.Markdown(elem_id="compare-verdict")
+                # gradio's page does not translate a table's headings: `headings` sets them in
+                # the visitor's language when the page loads.
+                view["table"] = gr.Dataframe(headers=list(SUMMARY_COLUMNS),
+                                             label=ui_text("compare.table"),
+                                             interactive=False, elem_id="compare-table")
             with gr.Tabs():
-                with gr.Tab("Accuracy per epoch"):
-                    view["acc_plot"] = gr.Plot(label="Accuracy per epoch", elem_id="compare-acc-plot")
-                with gr.Tab("Loss per epoch"):
-                    view["loss_plot"] = gr.Plot(label="Loss per epoch")
+                with gr.Tab(ui_text("compare.acc_plot")):
+                    view["acc_plot"] = gr.Plot(label=ui_text("compare.acc_plot"),
+                                               elem_id="compare-acc-plot")
+                with gr.Tab(ui_text("compare.loss_plot")):
+                    view["loss_plot"] = gr.Plot(label=ui_text("compare.loss_plot"))
     return view
 
 
@@ -79,13 +133,25 @@ def _rows_from_table(table) -> list[dict]:
     return [dict(zip(CUSTOM_COLUMNS, row)) for row in table]
 
 
+def _cell(column: str, value):
+    """A table cell in the current language: run labels are catalogue Texts, and how runs ended
+    ("completed, stopped") is said by reason (compare.ended.<reason>)."""
+    if column == "ended" and isinstance(value, str) and value:
+        known = catalogue("en")
+        return ", ".join(t(f"compare.ended.{reason}") if f"compare.ended.{reason}" in known
+                         else reason for reason in value.split(", "))
+    return render(value) if isinstance(value, str) else value
+
+
 def _table(rows: list[dict]):
+    """The results table, its headings and cells in the current language (English for an API
+    caller that asks for no other)."""
     import pandas as pd
 
     from ..lessons import SUMMARY_COLUMNS
 
-    return pd.DataFrame([[row[c] for c in SUMMARY_COLUMNS] for row in rows],
-                        columns=list(SUMMARY_COLUMNS))
+    return pd.DataFrame([[_cell(c, row[c]) for c in SUMMARY_COLUMNS] for row in rows],
+                        columns=[t(COLUMN_KEYS[c]) for c in SUMMARY_COLUMNS])
 
 
 class LiveComparison:
@@ -128,12 +194,14 @@ class LiveComparison:
         return len(self.plan.runs) * self.plan.seeds
 
     def status(self) -> str:
-        line = (f"**Running** · {self.done_runs()}/{self.total_runs()} runs done · elapsed "
-                f"{format_seconds(time.perf_counter() - self.started)}")
+        line = text("compare.status", done=self.done_runs(), total=self.total_runs(),
+                    elapsed=format_seconds(time.perf_counter() - self.started))
         if self.current:
             label, seed, b = self.current
-            line += (f" · **{label}**, seed {seed}: epoch {b.epoch}/{self.configs[label].epochs}, "
-                     f"step {b.step}/{b.total_steps}, {b.images_per_sec:,.0f} images/s")
+            line = join(line, text("compare.status_run", label=label, seed=seed, epoch=b.epoch,
+                                   epochs=self.configs[label].epochs, step=b.step,
+                                   total_steps=b.total_steps, images_per_sec=b.images_per_sec),
+                        sep=" · ")
         return line
 
     def rows(self) -> list[dict]:
@@ -161,33 +229,41 @@ class LiveComparison:
             return ""
         v = verdict(self.plan.claim, self.ends)
         if v is None:
-            return "No verdict: not every run finished."
+            return text("compare.no_verdict")
         mark = {True: "✅", False: "⚠️", None: "ℹ️"}[v.holds]
-        return f"### {mark} {v.text}"
+        return join(f"### {mark}", v.text)
 
     def final(self, stop_pressed: bool) -> tuple:
         done, total = self.done_runs(), self.total_runs()
         elapsed = format_seconds(time.perf_counter() - self.started)
         if self.dead:
-            message = f"**{self.dead}** {done} of {total} runs had finished."
+            message = join(join("**", self.dead, "**", sep=""),
+                           text("compare.finished_before", done=done, total=total))
         elif (stop_pressed and done < total) or any(e.reason == "stopped"
                                                     for ends in self.ends.values() for e in ends):
-            message = f"**Stopped** after {elapsed}; {done} of {total} runs reported."
+            message = text("compare.stopped", elapsed=elapsed, done=done, total=total)
         else:
-            message = f"**Done**: {total} runs ({len(self.plan.runs)} × {self.plan.seeds} seeds) in {elapsed}."
+            message = text("compare.done", total=total, runs=len(self.plan.runs),
+                           seeds=self.plan.seeds, elapsed=elapsed)
         rows = self.rows()
         diverged = [r["run"] for r in rows if "diverged" in r["ended"]]
         if diverged:
-            message += f" **Warning:** {', '.join(diverged)} diverged: try a lower learning rate."
+            message = join(message, text("compare.diverged", runs=join(*diverged, sep=", ")))
         return (message, self.verdict(), _table(rows), *self.figures())
 
 
 @friendly_errors
 def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
                    request: gr.Request = None):
-    """Run a comparison; yields the live overlay and, at the end, the table and the verdict."""
+    """Run a comparison; yields the live overlay and, at the end, the table and the verdict.
+
+    Runs trained before with the same settings, data and code are replayed from the run cache (a
+    lesson at its default size on `shapes` ships with the app); a comparison identical to one
+    waiting or training now is joined, so a class pressing the same lesson trains it once. The
+    runs' checkpoints stay in the server's run cache (the Train tab replays one at once)."""
     from ..lessons import build_plan, check_requirements, custom_plan
-    from ..serving.worker import compare_in_process
+    from ..serving.run_cache import comparison_runs, needs_data, run_key
+    from ..serving.run_queue import RunSpec, job_key
 
     owner = owner_of(request)
     if lesson_name == CUSTOM:
@@ -198,45 +274,150 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     check_requirements(plan)
     check_quota(settings, owner)
     skip = (gr.skip(),) * (len(OUTPUTS) - 1)
-    with RUNS.line(session_of(request), settings.on_disconnect == "finish") as ticket:
+    for _, config in plan.runs:
+        config.data_root = settings.data_root
+    first = plan.runs[0][1]
+    data = None
+    if needs_data(first):  # a folder is known by its contents: load it to know the runs
+        yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None
+        data = _data_for(first)
+    specs = [RunSpec(config, run_key(config, data), label, seed)
+             for label, seed, config in comparison_runs(plan)]
+    shape = data if data is not None else _data_shape(first)
+    share = job_key("compare", specs)
+    replays = RUNS.replays(specs)
+    if replays is not None:
+        live = SharedComparison(plan, shape, share)
+        for spec, replay in zip(specs, replays):
+            for event in replay.events():
+                live.add(spec.tag(event))
+        yield _with_note(live.final(False), replays[0], len(replays), len(specs))
+        return
+    ticket = RUNS.request("compare", specs, session_of(request), visitor=owner,
+                          load_data=lambda: _data_for(first),
+                          finish_when_closed=settings.on_disconnect == "finish")
+    with RUNS.following(ticket):
         for line in RUNS.wait_in_line(ticket):
             yield (line, *skip)
-        if not ticket.admitted:
-            yield ("**Stopped** before it started.", *skip)
+        if not ticket.admitted or ticket.left:
+            yield (_left_message(ticket), *skip)
             return
-        yield f"Loading {dataset_name} …", "", _table([]), None, None
-        for _, config in plan.runs:
-            config.data_root = settings.data_root
-        data = load_data(plan.runs[0][1])
-        live = LiveComparison(plan, data)
-        mine = owner_dir(settings, owner)
-        run = compare_in_process(plan, data, out_dir=mine / "compare" if mine else None,
-                                 stop=ticket.stop)
-        RUNS.hand_over(ticket, run)
-        yield from follow(run.events, live, ticket.stop, STOPPING)
-        yield live.final(ticket.stop.is_set())
+        others = len(ticket.job.watchers()) - 1
+        yield (text("compare.joined", others=others) if others > 0 else
+               text("compare.loading", dataset=dataset_name), "", _table([]), None, None)
+        live = SharedComparison(plan, shape, share)
+        yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
+        if ticket.left:
+            yield (_left_message(ticket), *skip)
+            return
+        final = live.final(ticket.stop.is_set())
+        job = ticket.job
+        yield _with_note(final, job.replays[0], job.replayed, len(specs)) if job.replayed else final
 
 
+def _data_for(config):
+    """The comparison's data, built once however many visitors ask for it at the same moment."""
+    from ..serving.run_queue import LOADING
+    from ..training import data_key
+
+    return LOADING.get(data_key(config), lambda: load_data(config))
+
+
+def _data_shape(config):
+    """What the table needs of the data (classes, channels, size) without loading it."""
+    from types import SimpleNamespace
+
+    from ..datasets import dataset_info
+
+    info = dataset_info(config.dataset, data_root=config.data_root)
+    return SimpleNamespace(name=config.dataset, classes=info["classes"], channels=info["channels"],
+                           image_size=info["image_size"])
+
+
+def _with_note(final: tuple, replay, replayed: int, total: int) -> tuple:
+    """The final outputs, their status saying which runs were replayed rather than trained."""
+    runs = (text("serving.all_runs", total=total) if replayed == total else
+            text("serving.some_runs", replayed=replayed, total=total))
+    status = join(final[0], replay.note(runs), text("compare.no_checkpoints"))
+    return (status, *final[1:])
+
+
+def _left_message(ticket):
+    if ticket.left == "replaced":
+        return text("train.replaced")
+    if ticket.admitted:
+        return text("compare.stopped_following", others=len(ticket.job.watchers()))
+    return text("train.stopped_before_start")
+
+
+_SHARED = Once(size=64)
+
+
+def _encoded(figure):
+    """A matplotlib figure as gr.Plot sends it (encoded once, then shared by every watcher)."""
+    return gr.Plot(render=False).postprocess(figure)
+
+
+class SharedComparison(LiveComparison):
+    """A LiveComparison whose figures and table rows are made once for every watcher of the same
+    comparison at the same point (30 students replaying a lesson draw it once, not 30 times)."""
+
+    def __init__(self, plan, data, share: str):
+        super().__init__(plan, data)
+        self.share = share
+
+    def _point(self) -> tuple:
+        epochs = tuple((label, seed, len(h)) for label, by_seed in self.histories.items()
+                       for seed, h in by_seed.items())
+        ends = tuple((label, tuple(e.reason for e in ends)) for label, ends in self.ends.items())
+        return self.share, epochs, ends
+
+    def figures(self) -> tuple:
+        # Figures are labelled in the language they are drawn in: shared by watchers of one.
+        return _SHARED.get(("figures", current(), self._point()),
+                           lambda: tuple(_encoded(f) for f in LiveComparison.figures(self)))
+
+    def rows(self) -> list[dict]:
+        return _SHARED.get(("rows", self._point()), lambda: LiveComparison.rows(self))
+
+
+@friendly_errors
 def stop_comparison(request: gr.Request):
     if RUNS.stop(session_of(request)):
         return STOPPING
     return gr.skip()
 
 
-def on_lesson(name):
+@friendly_errors
+def headings(request: gr.Request = None):
+    """The empty results table, its headings in the visitor's language."""
+    return _table([])
+
+
+@friendly_errors
+def on_lesson(name, request: gr.Request = None):
+    """The lesson's question (a text the page translates, when it is a plain catalogue one), and
+    the custom table when the visitor writes their own runs."""
     from ..lessons import LESSONS
 
     if name == CUSTOM:
         return CUSTOM_QUESTION, gr.update(visible=True)
-    return LESSONS[name].question, gr.update(visible=False)
+    return static_text(LESSONS[name].question), gr.update(visible=False)
+
+
+# The answer is hidden again whenever a comparison starts, and shown when the lecturer asks.
+HIDE_ANSWER_JS = "(...inputs) => { document.body.classList.remove('vl-revealed'); return inputs; }"
+REVEAL_ANSWER_JS = "() => { document.body.classList.add('vl-revealed'); }"
 
 
 def build(settings, tab=None):
     view = layout()
+    view["reveal"].click(None, js=REVEAL_ANSWER_JS)
+    gr.on(None, headings, None, view["table"], queue=False, api_visibility="private")  # on load
     view["lesson"].change(on_lesson, view["lesson"], [view["question"], view["custom"]],
                           queue=False, api_visibility="private")
     view["start"].click(with_settings(run_comparison, settings),
                         [view["lesson"], view["dataset"], view["size"], view["custom"]],
                         [view[name] for name in OUTPUTS], api_name="compare",
-                        concurrency_limit=None, show_progress="hidden")
+                        concurrency_limit=None, show_progress="hidden", js=HIDE_ANSWER_JS)
     view["stop"].click(stop_comparison, None, view["status"], queue=False, api_visibility="private")

@@ -3,7 +3,8 @@
 Pick a checkpoint and an image; see the input exactly as the model sees it, what each convolution
 responds to, the first layer's filters, where the evidence for a class lies (Grad-CAM) and the
 top-5 prediction. A fully connected network has no spatial maps: it says so and shows its hidden
-activations instead.
+activations instead. Below, the "Errors" accordion (errors.py, /errors) shows the checkpoint's
+confusion matrix on its test set and the images behind any cell.
 
 The first half of this file (cached checkpoint loading, an image input that lets broken files
 reach the handler, the upload/draw input and turning either into the model's input) is shared
@@ -22,7 +23,7 @@ import gradio as gr
 import numpy as np
 
 from ..i18n import current as current_language, join, render, t, text
-from . import common
+from . import common, errors
 from .common import with_settings
 from .fields import Number, Slider
 from .gradio_internals import drawn_as
@@ -512,6 +513,7 @@ def layout(settings) -> dict:
                                     elem_id="fm-maps")
             view["filters"] = gr.Image(label=ui_text("features.filters"), format="png",
                                        interactive=False, height=320, elem_id="fm-filters")
+    view["errors"] = errors.layout()
     return view
 
 
@@ -577,6 +579,7 @@ def build(settings, tab=None) -> None:
                          [view["checkpoint"], view["sample_index"]],
                          [view["image"], view["sample_note"], view["sample_index"]],
                          api_visibility="private")
+    errors.wire(settings, view["errors"], view["checkpoint"])
     if tab is not None:
         tab.select(with_settings(on_tab, settings),
                    [view["checkpoint"], view["layer"], view["cam_class"]],

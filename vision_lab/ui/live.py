@@ -17,9 +17,20 @@ import threading
 import time
 from typing import Iterator, Protocol
 
+from ..i18n import Text
 from .common import user_error
+from .language import ui_text
 
 STATUS_EVERY, RENDER_BUDGET, RENDER_MAX = 2.0, 0.01, 15.0
+
+
+def static_text(value):
+    """A text the library hands the page as it is drawn (a lesson's question, a model's
+    description): a catalogue Text without parameters becomes a static text the page translates
+    itself (and follows the EN | 中文 switch); anything else is shown as it is."""
+    if isinstance(value, Text) and not value.params and not value.key.startswith("@"):
+        return ui_text(value.key)
+    return value
 
 
 def redraw_wait(draw_cost: float) -> float:

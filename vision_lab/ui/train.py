@@ -5,6 +5,14 @@ button hands the whole form to `start_training` by those names (gradio's `inputs
 are also the /train API's parameters. `make_config` turns the form into a TrainConfig. The run
 trains in a child process (serving.worker) and `live.follow` shows it; it waits for a free slot
 first (serving.run_queue), showing its place in line. Stop ends it within one batch.
+"Find a learning rate" (/lr_find, the same form) runs the learning-rate range test in a child
+process too and offers its two suggestions for the lr field; "Download as ONNX" (/export_onnx)
+exports the finished run's checkpoint.
+
+What the tab says comes from the catalogue (`train.*` keys in i18n/en.json): static text through
+`ui_text`, what the handlers write as `text(...)`, said in the visitor's language. Choice values
+(dataset, model, optimizer, scheduler and preset names, the Augment tab's choice) stay English:
+they are what the API and the CLI take.
 """
 from __future__ import annotations
 
@@ -16,113 +24,173 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..i18n import join, render, text
 from ..serving.run_queue import RUNS
 from . import your_runs
 from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, enlarge,
                      format_seconds, friendly_errors, load_data, session_of, with_settings)
 from .fields import Number, Slider
-from .live import follow
+from .language import ui_text
+from .live import follow, static_text
 from .storage import check_quota, owner_dir, owner_of
 
-AUGMENT_TAB = "Augment tab's settings"
+# The augmentation picker's value for "use the Augment tab's transforms": the English text (API
+# callers send it); the picker shows it in the page's language.
+AUGMENT_TAB = str(text("train.augment_tab"))
 LIVE_POINTS = 1000  # the live loss curve is thinned to this many points (drawing cost grows with them)
-STOPPING = "**Stopping …** (the run ends within one batch and keeps its last finished epoch)"
-WHY_TEST_WAITS = (
-    "The test set waits until training is over: the best epoch, early stopping and the plateau "
-    "scheduler look at the validation images, so the test figure, measured once on the kept "
-    "model, stays an honest estimate of how it does on images it has never been tuned on.")
+STOPPING = text("train.stopping")
 
 
 # ---- the form -----------------------------------------------------------------------------------
 
 def layout(settings, augment_spec) -> tuple[dict, dict]:
-    """Draw the tab. Returns (form, view): the input fields and the other components, by name."""
-    from ..models import MODEL_DESCRIPTIONS, list_models, model_options
-    from ..training import OPTIMIZERS, SCHEDULERS, TrainConfig
-    from ..transforms import list_presets
-
-    d = TrainConfig()
-    cnn = model_options("cnn")
+    """Draw the tab. Returns (form, view): the input fields and the other components, by name.
+    Controls a lecture folds away (lecture.py) carry the class `vl-advanced`."""
     form, view = {"augment_spec": augment_spec}, {}
-    gr.Markdown("Choose data, a model and how to train it, then **Start**. The status line updates "
-                "every two seconds and the curves about every 15 seconds; **Stop** ends the run "
-                "within one batch and keeps the last finished epoch.")
+    gr.Markdown(ui_text("train.intro"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=340):
-            with gr.Group():
-                form["dataset"] = gr.Dropdown(dataset_choices() + [FOLDER_UPLOAD], value="shapes",
-                                              label="Dataset", allow_custom_value=True,
-                                              info="or type folder:PATH for a folder / zip on the server")
-                with gr.Row():
-                    form["subset_train"] = Number(2000, precision=0, label="Training images (0 = all)",
-                                                  info="the validation images are held out of these")
-                    form["subset_test"] = Number(500, precision=0, label="Test images (0 = all)")
-                with gr.Row():
-                    form["val_fraction"] = Number(d.val_fraction, minimum=0, maximum=0.5,
-                                                  label="Validation fraction",
-                                                  info="of the training images, to choose the epoch on")
-                    form["data_seed"] = Number(d.data_seed, precision=0, label="Data seed",
-                                               info="picks the subsets and validation images")
-                form["folder_zip"] = gr.File(label="Zip of class folders (one folder per class)",
-                                             file_types=[".zip"], type="filepath", visible=False)
-                form["folder_image_size"] = Slider(0, 256, value=0, step=8, visible=False,
-                                                   label="Image size for your images (px, 0 = their own)")
-            with gr.Group():
-                form["model"] = gr.Dropdown(list_models(), value=d.model, label="Model",
-                                            info=MODEL_DESCRIPTIONS[d.model])
-                form["hidden_sizes"] = gr.Textbox("512, 256", label="Hidden layer sizes (MLP)",
-                                                  visible=False, max_lines=1)
-                with gr.Row():
-                    form["dropout"] = Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05, label="Dropout")
-                    form["batch_norm"] = gr.Checkbox(value=cnn.get("batch_norm", False), label="BatchNorm")
-                with gr.Row(visible=False) as view["resnet_row"]:
-                    form["pretrained"] = gr.Checkbox(value=False, label="ImageNet-pretrained weights")
-                    form["freeze_epochs"] = Number(0, precision=0, label="Freeze epochs",
-                                                   info="train only the head first")
-                    form["unfreeze_lr"] = Number(0, label="lr after unfreezing (0 = lr/10)")
-            with gr.Group():
-                with gr.Row():
-                    form["epochs"] = Number(3, precision=0, label="Epochs")
-                    form["batch_size"] = Number(d.batch_size, precision=0, label="Batch size")
-                with gr.Row():
-                    form["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer, label="Optimizer")
-                    form["lr"] = Number(d.lr, label="Learning rate")
-                with gr.Row():
-                    form["momentum"] = Number(d.momentum, label="Momentum (SGD, RMSprop)")
-                    form["weight_decay"] = Number(d.weight_decay, label="Weight decay (L2)")
-                    form["l1"] = Number(d.l1, label="L1")
-            with gr.Accordion("Learning-rate scheduler", open=False):
-                form["scheduler"] = gr.Dropdown(list(SCHEDULERS), value="none", label="Scheduler",
-                                                info="steps once per epoch; plateau watches the validation loss")
-                with gr.Row():
-                    for name, label, value, extra in SCHEDULER_FIELDS:
-                        maker = gr.Textbox if name == "milestones" else Number
-                        form[name] = maker(value, label=label, visible=False, **extra)
-            with gr.Accordion("Early stopping, augmentation, pixel permutation, seed", open=False):
-                with gr.Row():
-                    form["early_stopping_patience"] = Number(0, precision=0,
-                                                             label="Early-stopping patience (0 = off)",
-                                                             info="epochs without a better validation loss")
-                    form["early_stopping_min_delta"] = Number(0.0, label="min delta")
-                    form["restore_best"] = gr.Checkbox(True, label="keep the best epoch (validation)")
-                form["augment"] = gr.Dropdown(list_presets() + [AUGMENT_TAB], value="none",
-                                              label="Augmentation")
-                view["augment_note"] = gr.Markdown(visible=False)
-                with gr.Row():
-                    form["permute_pixels"] = gr.Checkbox(False, label="Permute pixels (a fixed shuffle)")
-                    form["permutation_seed"] = Number(0, precision=0, label="permutation seed")
-                    form["seed"] = Number(0, precision=0, label="Seed",
-                                          info="initial weights, batch order, augmentation")
+            _data_fields(form)
+            _model_fields(form, view)
+            _optimizer_fields(form)
+            _lr_finder_layout(view)
+            _more_fields(form, view)
             with gr.Row():
-                view["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
-                view["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                view["start"] = gr.Button(ui_text("train.start"), variant="primary",
+                                          elem_id="train-start")
+                view["stop"] = gr.Button(ui_text("train.stop"), variant="stop",
+                                         elem_id="train-stop")
         with gr.Column(scale=2):
             _results_layout(settings, view)
     return form, view
 
 
-# Scheduler parameters: (field, label, default, extra arguments); shown for the schedulers that use
-# them (SCHEDULER_USES). The defaults are TrainConfig's own (training.SCHEDULER_DEFAULTS).
+ADVANCED = "vl-advanced"
+
+
+def _data_fields(form: dict) -> None:
+    from ..training import TrainConfig
+
+    d = TrainConfig()
+    with gr.Group():
+        # Dataset names are what the CLI and the API take: shown as they are.
+        form["dataset"] = gr.Dropdown(
+            dataset_choices() + [(ui_text("common.folder_upload"), FOLDER_UPLOAD)], value="shapes",
+            label=ui_text("train.dataset"), allow_custom_value=True,
+            info=ui_text("train.dataset_info"), elem_id="train-dataset")
+        with gr.Row():
+            form["subset_train"] = Number(2000, precision=0, label=ui_text("train.subset_train"),
+                                          info=ui_text("train.subset_train_info"),
+                                          elem_id="train-subset-train")
+            form["subset_test"] = Number(500, precision=0, label=ui_text("train.subset_test"),
+                                         elem_id="train-subset-test")
+        with gr.Row(elem_classes=ADVANCED):
+            form["val_fraction"] = Number(d.val_fraction, minimum=0, maximum=0.5,
+                                          label=ui_text("train.val_fraction"),
+                                          info=ui_text("train.val_fraction_info"))
+            form["data_seed"] = Number(d.data_seed, precision=0, label=ui_text("train.data_seed"),
+                                       info=ui_text("train.data_seed_info"))
+        form["folder_zip"] = gr.File(label=ui_text("train.folder_zip"),
+                                     file_types=[".zip"], type="filepath", visible=False)
+        form["folder_image_size"] = Slider(0, 256, value=0, step=8, visible=False,
+                                           label=ui_text("train.folder_image_size"))
+
+
+def _model_fields(form: dict, view: dict) -> None:
+    from ..models import MODEL_DESCRIPTIONS, list_models, model_options
+
+    cnn = model_options("cnn")
+    with gr.Group():
+        form["model"] = gr.Dropdown(list_models(), value="cnn", label=ui_text("train.model"),
+                                    info=static_text(MODEL_DESCRIPTIONS["cnn"]))
+        form["hidden_sizes"] = gr.Textbox("512, 256", label=ui_text("train.hidden_sizes"),
+                                          visible=False, max_lines=1)
+        with gr.Row():
+            form["dropout"] = Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05,
+                                     label=ui_text("train.dropout"))
+            form["batch_norm"] = gr.Checkbox(value=cnn.get("batch_norm", False),
+                                             label=ui_text("train.batch_norm"))
+        with gr.Row(visible=False) as view["resnet_row"]:
+            form["pretrained"] = gr.Checkbox(value=False, label=ui_text("train.pretrained"))
+            form["freeze_epochs"] = Number(0, precision=0, label=ui_text("train.freeze_epochs"),
+                                           info=ui_text("train.freeze_epochs_info"))
+            form["unfreeze_lr"] = Number(0, label=ui_text("train.unfreeze_lr"))
+
+
+def _optimizer_fields(form: dict) -> None:
+    from ..training import OPTIMIZERS, TrainConfig
+
+    d = TrainConfig()
+    with gr.Group():
+        with gr.Row():
+            form["epochs"] = Number(3, precision=0, label=ui_text("train.epochs"),
+                                    elem_id="train-epochs")
+            form["batch_size"] = Number(d.batch_size, precision=0,
+                                        label=ui_text("train.batch_size"))
+        with gr.Row():
+            # Optimizer and scheduler names are PyTorch's (and the CLI's): shown as they are.
+            form["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer,
+                                            label=ui_text("train.optimizer"))
+            form["lr"] = Number(d.lr, label=ui_text("train.lr"))
+        with gr.Row(elem_classes=ADVANCED):
+            form["momentum"] = Number(d.momentum, label=ui_text("train.momentum"))
+            form["weight_decay"] = Number(d.weight_decay, label=ui_text("train.weight_decay"))
+            form["l1"] = Number(d.l1, label=ui_text("train.l1"))
+
+
+def _lr_finder_layout(view: dict) -> None:
+    """The learning-rate range test under the lr field: a button, and what it found (hidden until
+    a sweep has run): the curve, the two suggestions, and a button for each that puts it in the
+    lr field."""
+    view["lr_find"] = gr.Button(ui_text("train.lr_find"), size="sm", variant="secondary",
+                                elem_id="train-lr-find")
+    with gr.Column(visible=False, elem_id="train-lr-find-box") as view["lr_find_box"]:
+        view["lr_find_plot"] = gr.Plot(label=ui_text("train.lr_find_plot"))
+        view["lr_find_note"] = gr.Markdown(elem_id="train-lr-find-note")
+        with gr.Row():
+            view["use_steepest"] = gr.Button(ui_text("train.lr_find_use_steepest"), size="sm",
+                                             elem_id="train-use-steepest")
+            view["use_min_div_10"] = gr.Button(ui_text("train.lr_find_use_min_div_10"), size="sm",
+                                               elem_id="train-use-min-div-10")
+        with gr.Accordion(ui_text("train.lr_find_values_group"), open=False, elem_classes=ADVANCED):
+            view["lr_find_values"] = gr.JSON(label=ui_text("train.lr_find_values"))
+
+
+def _more_fields(form: dict, view: dict) -> None:
+    from ..training import SCHEDULERS
+    from ..transforms import list_presets
+
+    with gr.Accordion(ui_text("train.scheduler_group"), open=False, elem_classes=ADVANCED):
+        form["scheduler"] = gr.Dropdown(list(SCHEDULERS), value="none",
+                                        label=ui_text("train.scheduler"),
+                                        info=ui_text("train.scheduler_info"))
+        with gr.Row():
+            for name, key, value, extra in SCHEDULER_FIELDS:
+                maker = gr.Textbox if name == "milestones" else Number
+                form[name] = maker(value, label=ui_text(key), visible=False, **extra)
+    with gr.Accordion(ui_text("train.more_group"), open=False, elem_classes=ADVANCED):
+        with gr.Row():
+            form["early_stopping_patience"] = Number(
+                0, precision=0, label=ui_text("train.early_stopping_patience"),
+                info=ui_text("train.early_stopping_patience_info"))
+            form["early_stopping_min_delta"] = Number(
+                0.0, label=ui_text("train.early_stopping_min_delta"))
+            form["restore_best"] = gr.Checkbox(True, label=ui_text("train.restore_best"))
+        form["augment"] = gr.Dropdown(
+            list_presets() + [(ui_text("train.augment_tab"), AUGMENT_TAB)], value="none",
+            label=ui_text("train.augment"))
+        view["augment_note"] = gr.Markdown(visible=False)
+        with gr.Row():
+            form["permute_pixels"] = gr.Checkbox(False, label=ui_text("train.permute_pixels"))
+            form["permutation_seed"] = Number(0, precision=0,
+                                              label=ui_text("train.permutation_seed"))
+            form["seed"] = Number(0, precision=0, label=ui_text("train.seed"),
+                                  info=ui_text("train.seed_info"))
+
+
+# Scheduler parameters: (field, catalogue key of its label, default, extra arguments); shown for
+# the schedulers that use them (SCHEDULER_USES). The defaults are TrainConfig's own
+# (training.SCHEDULER_DEFAULTS). The labels name the parameters as PyTorch does (gamma, T_max).
 def _scheduler_default(scheduler: str, option: str):
     from ..training import SCHEDULER_DEFAULTS
 
@@ -131,13 +199,14 @@ def _scheduler_default(scheduler: str, option: str):
 
 
 SCHEDULER_FIELDS = [
-    ("step_size", "step size (epochs)", _scheduler_default("step", "step_size"), {"precision": 0}),
-    ("gamma", "gamma", _scheduler_default("step", "gamma"), {}),
-    ("milestones", "milestones (epochs)", _scheduler_default("multistep", "milestones"), {}),
-    ("t_max", "T_max (0 = epochs)", _scheduler_default("cosine", "t_max"), {"precision": 0}),
-    ("eta_min", "eta_min", _scheduler_default("cosine", "eta_min"), {}),
-    ("plateau_factor", "factor", _scheduler_default("plateau", "factor"), {}),
-    ("plateau_patience", "patience", _scheduler_default("plateau", "patience"), {"precision": 0}),
+    ("step_size", "train.step_size", _scheduler_default("step", "step_size"), {"precision": 0}),
+    ("gamma", "train.gamma", _scheduler_default("step", "gamma"), {}),
+    ("milestones", "train.milestones", _scheduler_default("multistep", "milestones"), {}),
+    ("t_max", "train.t_max", _scheduler_default("cosine", "t_max"), {"precision": 0}),
+    ("eta_min", "train.eta_min", _scheduler_default("cosine", "eta_min"), {}),
+    ("plateau_factor", "train.plateau_factor", _scheduler_default("plateau", "factor"), {}),
+    ("plateau_patience", "train.plateau_patience", _scheduler_default("plateau", "patience"),
+     {"precision": 0}),
 ]
 SCHEDULER_USES = {"step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"},
                   "exponential": {"gamma"}, "cosine": {"t_max", "eta_min"},
@@ -145,39 +214,45 @@ SCHEDULER_USES = {"step": {"step_size", "gamma"}, "multistep": {"milestones", "g
 
 
 def _results_layout(settings, view: dict) -> None:
-    view["status"] = gr.Markdown("Press **Start training**. The default (a small CNN on 2,000 "
-                                 "shapes images, 3 epochs) takes well under a minute.",
-                                 elem_id="train-status", elem_classes="vl-status")
+    view["status"] = gr.Markdown(ui_text("train.ready"), elem_id="train-status",
+                                 elem_classes="vl-status")
     # Live curves are images rendered here, not gr.Plot: the handler then pays (and measures) the
     # whole rendering cost, so the redraw budget in live.py is honest.
-    view["loss_plot"] = _live_image("Loss per iteration", elem_id="train-loss-plot")
+    view["loss_plot"] = _live_image(ui_text("train.loss_plot"), elem_id="train-loss-plot")
     with gr.Tabs():
-        with gr.Tab("Accuracy per epoch"):
-            view["acc_plot"] = _live_image("Accuracy per epoch", elem_id="train-acc-plot")
-        with gr.Tab("Loss per epoch"):
-            view["epoch_loss_plot"] = _live_image("Loss per epoch")
-        with gr.Tab("Learning rate"):
-            view["lr_plot"] = _live_image("Learning rate")
-    gr.Markdown("### Results on the test set (when the run ends)\n" + WHY_TEST_WAITS)
+        with gr.Tab(ui_text("train.acc_plot")):
+            view["acc_plot"] = _live_image(ui_text("train.acc_plot"), elem_id="train-acc-plot")
+        with gr.Tab(ui_text("train.epoch_loss_plot")):
+            view["epoch_loss_plot"] = _live_image(ui_text("train.epoch_loss_plot"))
+        with gr.Tab(ui_text("train.lr_plot")):
+            view["lr_plot"] = _live_image(ui_text("train.lr_plot"))
+    # The test set waits until training is over (the heading says why).
+    gr.Markdown(ui_text("train.results"))
     with gr.Tabs():
-        with gr.Tab("Confusion matrix"):
-            view["confusion_plot"] = gr.Plot(label="Confusion matrix")
-        with gr.Tab("Accuracy per class"):
-            view["per_class_plot"] = gr.Plot(label="Accuracy per class")
-        with gr.Tab("Most confidently wrong"):
-            view["wrong"] = gr.Gallery(label="Most confidently wrong test images (true → predicted)",
+        with gr.Tab(ui_text("train.confusion")):
+            view["confusion_plot"] = gr.Plot(label=ui_text("train.confusion"))
+        with gr.Tab(ui_text("train.per_class")):
+            view["per_class_plot"] = gr.Plot(label=ui_text("train.per_class"))
+        with gr.Tab(ui_text("train.wrong_tab")):
+            view["wrong"] = gr.Gallery(label=ui_text("train.wrong"),
                                        columns=8, height="auto", object_fit="contain")
     with gr.Row():
-        view["checkpoint_name"] = gr.Textbox(label="Checkpoint", interactive=False)
-        view["checkpoint_file"] = gr.File(label="Download the checkpoint", interactive=False)
-    view["command"] = gr.Code(label="The same run from the command line", language="shell",
+        with gr.Column(min_width=200):
+            view["checkpoint_name"] = gr.Textbox(label=ui_text("train.checkpoint"),
+                                                 interactive=False)
+            view["export_onnx"] = gr.Button(ui_text("train.export_onnx"), size="sm",
+                                            elem_id="train-export-onnx")
+        view["checkpoint_file"] = gr.File(label=ui_text("train.checkpoint_file"), interactive=False)
+        view["onnx_file"] = gr.File(label=ui_text("train.onnx_file"), interactive=False,
+                                    elem_id="train-onnx-file")
+    view["command"] = gr.Code(label=ui_text("train.command"), language="shell",
                               interactive=False, elem_id="train-command")
-    with gr.Accordion("Run summary (JSON, what /train returns)", open=False):
-        view["result"] = gr.JSON(label="Run summary")
+    with gr.Accordion(ui_text("train.summary_group"), open=False, elem_classes=ADVANCED):
+        view["result"] = gr.JSON(label=ui_text("train.summary"))
     view["your_runs"] = your_runs.layout(settings)
 
 
-def _live_image(label: str, **kwargs) -> gr.Image:
+def _live_image(label, **kwargs) -> gr.Image:
     return gr.Image(label=label, interactive=False, format="png", **kwargs)
 
 
@@ -187,16 +262,21 @@ OUTPUTS = ("status", "loss_plot", "acc_plot", "epoch_loss_plot", "lr_plot", "con
 
 # ---- from the form to a TrainConfig ---------------------------------------------------------------
 
+def _what(name: str):
+    """A form field's name in a sentence about it (train.what.<name>)."""
+    return text(f"train.what.{name}")
+
+
 def _number(value, what, whole=False):
     """A form or API value as a float (or int), or ValueError naming the field: API callers can
-    send anything, e.g. lr="abc"."""
+    send anything, e.g. lr="abc". `what` is the field's name (train.what.<what>)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}.") from None
+        raise ValueError(text("train.not_a_number", what=_what(what), value=repr(value))) from None
     if whole:
         if not number.is_integer():
-            raise ValueError(f"{what} must be a whole number, got {value!r}.")
+            raise ValueError(text("train.not_whole", what=_what(what), value=repr(value)))
         return int(number)
     return number
 
@@ -213,32 +293,34 @@ def _count_or_none(value, what):
     return number if number > 0 else None
 
 
-def _int_list(text, what):
+def _int_list(value, what):
     try:
-        return [int(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+        return [int(v) for v in str(value).replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{what} must be whole numbers separated by commas, got {text!r}.") from None
+        raise ValueError(text("train.not_whole_numbers", what=_what(what),
+                              value=repr(value))) from None
 
 
 # Fields that map one to one onto TrainConfig: field -> how to read it (and the name in errors).
+# The field's own name is its name in errors (train.what.<field>).
 PLAIN_FIELDS = {
-    "subset_train": partial(_count_or_none, what="training images"),
-    "subset_test": partial(_count_or_none, what="test images"),
-    "val_fraction": partial(_number, what="validation fraction"),
-    "data_seed": partial(_whole, what="data seed"),
+    "subset_train": partial(_count_or_none, what="subset_train"),
+    "subset_test": partial(_count_or_none, what="subset_test"),
+    "val_fraction": partial(_number, what="val_fraction"),
+    "data_seed": partial(_whole, what="data_seed"),
     "epochs": partial(_whole, what="epochs"),
-    "batch_size": partial(_whole, what="batch size"),
+    "batch_size": partial(_whole, what="batch_size"),
     "optimizer": str,
-    "lr": partial(_number, what="learning rate"),
+    "lr": partial(_number, what="lr"),
     "momentum": partial(_number, what="momentum"),
-    "weight_decay": partial(_number, what="weight decay"),
-    "l1": partial(_number, what="L1"),
+    "weight_decay": partial(_number, what="weight_decay"),
+    "l1": partial(_number, what="l1"),
     "scheduler": str,
-    "early_stopping_patience": partial(_whole, what="early stopping patience"),
-    "early_stopping_min_delta": partial(_number, what="early stopping min delta"),
+    "early_stopping_patience": partial(_whole, what="early_stopping_patience"),
+    "early_stopping_min_delta": partial(_number, what="early_stopping_min_delta"),
     "restore_best": bool,
     "permute_pixels": bool,
-    "permutation_seed": partial(_whole, what="permutation seed"),
+    "permutation_seed": partial(_whole, what="permutation_seed"),
     "seed": partial(_whole, what="seed"),
     "model": str,
 }
@@ -251,15 +333,14 @@ def _model_options(model: str, form: dict) -> dict:
 
     defaults, options = model_options(model), {}
     if "hidden_sizes" in defaults:
-        sizes = _int_list(form.get("hidden_sizes", "512, 256"), "hidden sizes")
+        sizes = _int_list(form.get("hidden_sizes", "512, 256"), "hidden_sizes")
         if not sizes or min(sizes) < 1:
-            raise ValueError("the MLP needs at least one hidden layer of at least 1 unit, "
-                             f"got {form.get('hidden_sizes')!r}.")
+            raise ValueError(text("train.mlp_needs_a_layer", value=repr(form.get("hidden_sizes"))))
         options["hidden_sizes"] = sizes
     if "dropout" in defaults:
         dropout = _number(form.get("dropout", defaults["dropout"]), "dropout")
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be at least 0 and below 1, got {dropout}.")
+            raise ValueError(text("train.dropout_range", value=dropout))
         options["dropout"] = dropout
     if "batch_norm" in defaults:
         options["batch_norm"] = bool(form.get("batch_norm", defaults["batch_norm"]))
@@ -273,7 +354,7 @@ def _scheduler_options(scheduler: str, form: dict) -> dict:
     options = {}
     for name in sorted(SCHEDULER_USES.get(scheduler, ())):
         default = next(value for field, _, value, _ in SCHEDULER_FIELDS if field == name)
-        value = read[name](form.get(name, default), name.replace("_", " "))
+        value = read[name](form.get(name, default), name)
         options[name.removeprefix("plateau_")] = value
     if scheduler == "cosine":
         options["t_max"] = options["t_max"] or None
@@ -288,8 +369,7 @@ def make_config(form: dict):
     dataset = form.get("dataset", "shapes")
     if dataset == FOLDER_UPLOAD:
         if not form.get("folder_zip"):
-            raise ValueError("Upload a .zip of class folders first (one folder per class, "
-                             "optionally inside train/ and test/).")
+            raise ValueError(text("train.upload_first"))
         dataset = f"folder:{form['folder_zip']}"
     values = {name: read(form[name]) for name, read in PLAIN_FIELDS.items() if name in form}
     model = values.get("model", "cnn")
@@ -297,11 +377,12 @@ def make_config(form: dict):
     augment = form.get("augment", "none")
     config = TrainConfig(**{
         **values, "dataset": dataset,
-        "image_size": (_whole(form.get("folder_image_size") or 0, "image size") or None
+        "image_size": (_whole(form.get("folder_image_size") or 0, "folder_image_size") or None
                        if dataset.startswith("folder:") else None),
         "model_options": _model_options(model, form), "pretrained": pretrained,
-        "freeze_epochs": _whole(form.get("freeze_epochs") or 0, "freeze epochs") if pretrained else 0,
-        "unfreeze_lr": (_number(form["unfreeze_lr"], "lr after unfreezing")
+        "freeze_epochs": (_whole(form.get("freeze_epochs") or 0, "freeze_epochs")
+                          if pretrained else 0),
+        "unfreeze_lr": (_number(form["unfreeze_lr"], "unfreeze_lr")
                         if pretrained and form.get("unfreeze_lr") else None),
         "scheduler_options": _scheduler_options(values.get("scheduler", "none"), form),
         "augment": list(form.get("augment_spec") or []) if augment == AUGMENT_TAB else augment,
@@ -328,7 +409,7 @@ class LiveRun:
 
     def __init__(self, config, data):
         self.config, self.data = config, data
-        self.label = f"{config.model} on {data.name}"
+        self.label = text("train.run_label", model=config.model, dataset=data.name)
         self.steps, self.losses, self.history = [], [], []
         self.messages, self.last_batch, self.end = list(data.messages), None, None
         self.started, self.first_batch_at = time.perf_counter(), None
@@ -359,7 +440,7 @@ class LiveRun:
         kept = Path(self.config.out) if self.history and self.config.out else None
         if kept is None or not kept.is_file():
             kept = None
-            message += " No epoch had finished, so nothing was saved."
+            message = join(message, text("train.nothing_saved"))
         self.end = RunEnd(reason="failed", message=message, best_epoch=None, history=self.history,
                           checkpoint=str(kept) if kept else None, metrics={})
 
@@ -372,16 +453,17 @@ class LiveRun:
     def status(self) -> str:
         b = self.last_batch
         if b is None:
-            return self.messages[-1] if self.messages else "Starting …"
+            return self.messages[-1] if self.messages else text("train.starting")
         elapsed = time.perf_counter() - self.first_batch_at
         remaining = elapsed / max(b.step, 1) * (b.total_steps - b.step)
-        parts = [f"**Epoch {b.epoch}/{self.config.epochs}**", f"step {b.step}/{b.total_steps}",
-                 f"{b.images_per_sec:,.0f} images/s", f"lr {b.lr:.3g}",
-                 f"loss {b.loss:.3f}", f"elapsed {format_seconds(elapsed)}",
-                 f"ETA {format_seconds(remaining)}"]
+        line = text("train.status", epoch=b.epoch, epochs=self.config.epochs, step=b.step,
+                    total_steps=b.total_steps, images_per_sec=b.images_per_sec, lr=b.lr,
+                    loss=b.loss, elapsed=format_seconds(elapsed),
+                    remaining=format_seconds(remaining))
         if self.history and self.history[-1]["val_acc"] is not None:
-            parts.append(f"last validation accuracy {self.history[-1]['val_acc']:.1%}")
-        return "**Training** · " + " · ".join(parts)
+            line = join(line, text("train.status_val_acc", val_acc=self.history[-1]["val_acc"]),
+                        sep=" · ")
+        return line
 
     # A yield hands gradio a file path: it copies the file and sends its URL. Yielding a numpy
     # image instead would be PNG-encoded again on every yield, and gr.skip() makes gradio build a
@@ -392,12 +474,12 @@ class LiveRun:
 
         if self.new_epoch or self.end is not None:
             self.new_epoch = False
-            histories = {self.label: [self.history]}
+            histories = {render(self.label): [self.history]}  # the legend, in this language
             self._save("acc", epoch_curves(histories, "acc"))
             self._save("epoch_loss", epoch_curves(histories, "loss"))
             self._save("lr", lr_curve(self.history))
         self._save("loss", loss_curve(self.steps, self.losses, max_points=LIVE_POINTS,
-                                      title=f"Training loss per iteration: {self.label}"))
+                                      title=text("train.loss_title", label=self.label)))
 
     def _save(self, name: str, fig) -> None:
         from ..plots import save_png
@@ -441,11 +523,12 @@ def final_outputs(live: LiveRun) -> tuple:
 
     end, data = live.end, live.data
     metrics = end.metrics or {}
-    status = f"**{end.message}**"
+    status = [join("**", end.message, "**", sep="")]
     if metrics.get("test_acc") is not None:
-        status += f" Test accuracy **{metrics['test_acc']:.1%}**, measured once on the kept model."
+        status.append(text("train.test_acc", acc=metrics["test_acc"]))
     if end.checkpoint:
-        status += f" Saved as `{Path(end.checkpoint).name}` — it is now listed in Feature maps and Classify."
+        status.append(text("train.saved_as", name=Path(end.checkpoint).name))
+    status = join(*status)
     confusion = per_class = None
     wrong = []
     if metrics.get("confusion"):
@@ -479,9 +562,8 @@ def loading_message(dataset: str, data_root) -> str:
     except (ValueError, OSError):
         needs_download = False  # the loader itself reports what is wrong with the name or path
     if needs_download:
-        return (f"**Downloading {dataset}** into the data folder (first use only; this can take a "
-                f"minute or two) …")
-    return f"Loading {dataset} …"
+        return text("train.downloading", dataset=dataset)
+    return text("train.loading", dataset=dataset)
 
 
 # ---- handlers -----------------------------------------------------------------------------------
@@ -490,9 +572,14 @@ def loading_message(dataset: str, data_root) -> str:
 def start_training(settings, request: gr.Request = None, *, folder_zip: str | None = None, **form):
     """Train a model; yields live curves and, at the end, the results on the test set.
 
+    A run identical to one trained before (same settings, data and code) is replayed from the run
+    cache at once, with a copy of its checkpoint; one identical to a run waiting or training now
+    is joined (serving.run_queue): it trains once for everyone who asked for it.
+
     `form` holds the form's fields by name; the zip is named here only so that the API may leave
     it out (its component starts empty, and gradio takes a parameter's default from there)."""
-    from ..serving.worker import train_in_process
+    from ..serving.run_cache import needs_data, run_key
+    from ..serving.run_queue import RunSpec
     from ..training import default_run_path
 
     form["folder_zip"] = folder_zip
@@ -502,30 +589,94 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     if form.get("dataset") != FOLDER_UPLOAD:
         check_server_folder(settings, config.dataset)
     check_quota(settings, owner)
+    config.data_root = settings.data_root
+    data = None
+    if needs_data(config):  # a folder is known by its contents: load it to know the run
+        yield (loading_message(config.dataset, settings.data_root), None, None, None, None, None,
+               None, [], "", None, cli_command(config), None)
+        data = _data_for(config)
+    if isinstance(config.augment, list):
+        _size_augmentation(config, data.image_size if data is not None else
+                           _dataset_image_size(config, settings.data_root))
+    config.out = str(default_run_path(config, owner_dir(settings, owner)))
+    spec = RunSpec(config, run_key(config, data))
     live = None
     try:
-        with RUNS.line(session_of(request), settings.on_disconnect == "finish") as ticket:
+        replayed = _replay(spec)
+        if replayed is not None:
+            live = LiveRun(config, data if data is not None else _data_for(config))
+            for event in replayed:
+                live.add(event)
+            yield final_outputs(live)
+            return
+        ticket = RUNS.request("train", [spec], session_of(request), visitor=owner,
+                              load_data=lambda: _data_for(config), deliver_to=config.out,
+                              need_checkpoint=True,
+                              finish_when_closed=settings.on_disconnect == "finish")
+        with RUNS.following(ticket):
             for line in RUNS.wait_in_line(ticket):
                 yield (line, *skip)
-            if not ticket.admitted:
-                yield ("**Stopped** before it started.", *skip)
+            if not ticket.admitted or ticket.left:
+                yield (left_message(ticket), *skip)
                 return
-            yield (loading_message(config.dataset, settings.data_root), None, None, None, None,
-                   None, None, [], "", None, cli_command(config), None)
-            config.data_root = settings.data_root
-            data = load_data(config)
-            _size_augmentation(config, data.image_size)
-            config.out = str(default_run_path(config, owner_dir(settings, owner)))
-            live = LiveRun(config, data)
-            run = train_in_process(config, data, stop=ticket.stop)
-            RUNS.hand_over(ticket, run)
-            yield from follow(run.events, live, ticket.stop, STOPPING)
+            others = len(ticket.job.watchers()) - 1
+            first = (joined_message(others) if others > 0 else
+                     loading_message(config.dataset, settings.data_root))
+            yield (first, None, None, None, None, None, None, [], "", None, cli_command(config), None)
+            live = LiveRun(config, data if data is not None else _data_for(config))
+            yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
             if live.end is None:
-                raise gr.Error("Training ended without a result; see the server log.")
+                if ticket.left:
+                    yield (left_message(ticket), *skip)
+                    return
+                raise gr.Error(render(text("train.no_result")), print_exception=False)
+            if ticket.job.replayed:
+                live.end.message = join(ticket.job.replays[0].note(), live.end.message)
             yield final_outputs(live)
     finally:
         if live is not None:
             live.close()
+
+
+def _data_for(config):
+    """The run's data, built once however many visitors ask for it at the same moment."""
+    from ..serving.run_queue import LOADING
+    from ..training import data_key
+
+    return LOADING.get(data_key(config), lambda: load_data(config))
+
+
+def _dataset_image_size(config, data_root) -> int:
+    from ..datasets import dataset_info
+
+    return dataset_info(config.dataset, data_root=data_root)["image_size"]
+
+
+def _replay(spec):
+    """The run's events from the cache, its end naming the visitor's own copy of the checkpoint
+    and saying where it comes from; None when the run is not in the cache (with a checkpoint)."""
+    replays = RUNS.replays([spec], need_checkpoint=True)
+    if not replays:
+        return None
+    try:
+        path = RUNS.cache.deliver(replays[0], spec.config.out, spec.config)
+    except (OSError, ValueError, KeyError):
+        return None  # evicted meanwhile, or unreadable: train it
+    events = replays[0].events(checkpoint=str(path))
+    events[-1].message = join(replays[0].note(), events[-1].message)
+    return events
+
+
+def joined_message(others: int):
+    return text("train.joined", others=others)
+
+
+def left_message(ticket):
+    if ticket.left == "replaced":
+        return text("train.replaced")
+    if ticket.admitted:
+        return text("train.stopped_following", others=len(ticket.job.watchers()))
+    return text("train.stopped_before_start")
 
 
 def _size_augmentation(config, image_size: int) -> None:
@@ -536,17 +687,145 @@ def _size_augmentation(config, image_size: int) -> None:
         config.augment = resize_spec(config.augment, image_size)
 
 
+@friendly_errors
 def stop_training(request: gr.Request):
     if RUNS.stop(session_of(request)):
         return STOPPING
     return gr.skip()
 
 
-def on_model(name):
+# The learning-rate range test trains LR_FIND_STEPS batches in a child process, as runs train
+# (serving.worker), on at most LR_FIND_IMAGES training images, one sweep at a time (build()). It is
+# not a run: it neither waits in RUNS's line nor saves anything, and takes seconds to a minute.
+LR_FIND_IMAGES = 2000
+LR_FIND_STEPS = 100
+LR_FIND_RANGE = (1e-6, 1.0)
+LR_FIND_OUTPUTS = ("lr_find_box", "lr_find_plot", "lr_find_note", "use_steepest",
+                   "use_min_div_10", "lr_find_values")
+
+
+@friendly_errors
+def find_learning_rate(settings, request: gr.Request = None, *, folder_zip: str | None = None,
+                       **form):
+    """The learning-rate range test (lr_finder.find_lr) for the form's run: its curve, the two
+    suggested lrs with what each means, and a button for each that puts it in the lr field.
+
+    Takes the same form as /train. Nothing is trained for keeps and nothing is saved; the sweep
+    uses at most LR_FIND_IMAGES training images, which the note says when it cuts the form's.
+    A closed page stops the sweep."""
+    import queue
+    import threading
+
+    from ..serving.worker import lr_find_in_process
+
+    form["folder_zip"] = folder_zip
+    config = make_config(form)
+    if form.get("dataset") != FOLDER_UPLOAD:
+        check_server_folder(settings, config.dataset)
+    config.data_root = settings.data_root
+    capped = config.subset_train is None or config.subset_train > LR_FIND_IMAGES
+    if capped:
+        config.subset_train = LR_FIND_IMAGES
+    hidden = gr.update(visible=False)
+    yield (gr.update(visible=True), None, loading_message(config.dataset, settings.data_root),
+           hidden, hidden, None)
+    data = _data_for(config)
+    _size_augmentation(config, data.image_size)
+    yield (gr.skip(), gr.skip(), text("train.lr_find_running", steps=LR_FIND_STEPS), hidden,
+           hidden, gr.skip())
+    stop = threading.Event()
+    start_lr, end_lr = LR_FIND_RANGE
+    try:
+        run = lr_find_in_process(config, data, start_lr, end_lr, LR_FIND_STEPS, stop=stop)
+        result = None
+        while True:
+            try:
+                item = run.events.get(timeout=2)
+            except queue.Empty:
+                # Nothing to show yet; yielding lets gradio close this handler if the page is gone.
+                yield (gr.skip(),) * len(LR_FIND_OUTPUTS)
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            result = item
+    finally:
+        stop.set()  # the page was closed (or the sweep ended): the child stops within a step
+    if result is None:
+        raise gr.Error(render(text("train.no_result")), print_exception=False)
+    yield lr_find_outputs(result, config, data, capped)
+
+
+def lr_find_outputs(result, config, data, capped: bool) -> tuple:
+    """What the tab shows of a finished sweep (LR_FIND_OUTPUTS)."""
+    from ..plots import font_notice, lr_finder_figure
+
+    start_lr, end_lr = LR_FIND_RANGE
+    train_images = len(data.split("train")[0])
+    notes = [text("train.lr_find_done", start_lr=start_lr, end_lr=end_lr, steps=len(result.lrs),
+                  images=train_images, dataset=data.name, model=config.model,
+                  optimizer=config.optimizer)]
+    if capped:
+        notes.append(text("train.lr_find_capped", images=LR_FIND_IMAGES))
+    found = result.steepest is not None and result.min_div_10 is not None
+    if found:
+        notes += [text("train.lr_find_steepest_note", lr=result.steepest),
+                  text("train.lr_find_min_div_10_note", lr=result.min_div_10)]
+    else:
+        notes.append(text("lr_finder.no_suggestion", steps=len(result.lrs)))
+    if result.diverged_at is not None:
+        notes.append(text("lr_finder.diverged", lr=result.diverged_at))
+    notes.append(font_notice())
+    values = {"steepest": result.steepest, "min_div_10": result.min_div_10,
+              "diverged_at": result.diverged_at, "start_lr": start_lr, "end_lr": end_lr,
+              "steps": len(result.lrs), "train_images": train_images}
+    return (gr.update(visible=True), lr_finder_figure(result), join(*notes, sep="\n\n"),
+            gr.update(visible=found, value=text("train.lr_find_use_steepest_lr",
+                                                 lr=result.steepest or 0)),
+            gr.update(visible=found, value=text("train.lr_find_use_min_div_10_lr",
+                                                 lr=result.min_div_10 or 0)),
+            values)
+
+
+_ONNX_FOLDER: list[Path] = []  # where exported files wait for gradio to copy them (one folder)
+
+
+@friendly_errors
+def export_onnx_file(settings, checkpoint_name, request: gr.Request = None):
+    """The finished run's checkpoint (any checkpoint this visitor may see, by name) as an ONNX
+    file, its preprocessing included (export.export_onnx): pixels in, logits out."""
+    import hashlib
+
+    from ..export import OnnxUnavailable, export_onnx
+    from .feature_maps import resolve_checkpoint
+
+    if not checkpoint_name:
+        raise ValueError(text("train.export_nothing"))
+    path = Path(resolve_checkpoint(settings, checkpoint_name, owner_of(request)))
+    if not _ONNX_FOLDER:
+        _ONNX_FOLDER.append(Path(tempfile.mkdtemp(prefix="vision-lab-onnx-")))
+    # One folder per checkpoint file: two visitors' runs of the same name never share a file.
+    folder = _ONNX_FOLDER[0] / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    try:
+        return str(export_onnx(path, folder / f"{path.stem}.onnx"))
+    except OnnxUnavailable as error:  # the sentence naming the pip command, as a library error
+        raise RuntimeError(*error.args) from None
+
+
+def use_suggestion(which: str, values):
+    """The suggested lr `which` ("steepest" or "min_div_10") for the lr field, to the two
+    significant digits its button shows; nothing when there is none."""
+    lr = (values or {}).get(which)
+    return float(f"{lr:.2g}") if lr else gr.skip()
+
+
+@friendly_errors
+def on_model(name, request: gr.Request = None):
     from ..models import MODEL_DESCRIPTIONS, model_options
 
     d = model_options(name)
-    return (gr.update(info=MODEL_DESCRIPTIONS[name]),
+    return (gr.update(info=static_text(MODEL_DESCRIPTIONS[name])),
             gr.update(visible="hidden_sizes" in d,
                       value=", ".join(map(str, d.get("hidden_sizes", [512, 256])))),
             gr.update(visible="dropout" in d, value=d.get("dropout", 0.0)),
@@ -572,14 +851,14 @@ def on_zip(path):
     return gr.update(value=FOLDER_UPLOAD) if path else gr.skip()
 
 
-def on_augment(choice, spec):
+@friendly_errors
+def on_augment(choice, spec, request: gr.Request = None):
     if choice != AUGMENT_TAB:
         return gr.update(visible=False)
     if not spec:
-        return gr.update(visible=True, value="The Augment tab has no transforms switched on.")
+        return gr.update(visible=True, value=ui_text("train.augment_tab_empty"))
     ops = ", ".join(s["op"] for s in spec)
-    return gr.update(visible=True, value=f"Uses the Augment tab's transforms: {ops} "
-                                         "(sizes follow the dataset's image size).")
+    return gr.update(visible=True, value=text("train.augment_tab_ops", ops=ops))
 
 
 # ---- wiring -------------------------------------------------------------------------------------
@@ -604,4 +883,13 @@ def build(settings, augment_spec=None, tab=None):
         outputs=[view[name] for name in OUTPUTS], api_name="train", concurrency_limit=None,
         show_progress="hidden")
     view["stop"].click(stop_training, None, view["status"], queue=False, api_name="stop_training")
+    # One sweep at a time: it trains on the request thread, with all the CPU's threads.
+    view["lr_find"].click(with_settings(find_learning_rate, settings), inputs_kwargs=form,
+                          outputs=[view[name] for name in LR_FIND_OUTPUTS], api_name="lr_find",
+                          concurrency_limit=1, concurrency_id="lr_find")
+    view["export_onnx"].click(with_settings(export_onnx_file, settings), view["checkpoint_name"],
+                              view["onnx_file"], api_name="export_onnx", concurrency_limit=2)
+    for which in ("steepest", "min_div_10"):
+        view[f"use_{which}"].click(partial(use_suggestion, which), view["lr_find_values"],
+                                   form["lr"], **private)
     your_runs.wire(settings, view["your_runs"], tab, after=started)

@@ -1,0 +1,365 @@
+"""A class at once: N students press the same lesson, then each trains their own run, while others
+classify (issue "The classroom").
+
+Against `python app.py --public` launched here (a public server: 40 places in line):
+- lesson: `--students` students press the same Compare lesson (`--lesson`, default size, shapes)
+  at the same moment; reported per student: seconds from the press to the result, and whether it
+  was refused or replayed;
+- own: the same students each train their own small run at the same moment (shapes,
+  `--images` training images, 1 or 2 epochs, each their own seed, so no two are identical);
+  reported per student: refused or not, whether they were shown their place in line and an
+  estimate of the wait, the first estimate against the wait they really had, and seconds to the
+  result;
+- meanwhile `--classifiers` visitors each call /classify (the shipped MNIST cnn) once a second;
+  reported: p50 and p95 of those calls while idle, during each phase, and overall.
+
+Each student and each classifying visitor is its own gradio_client.Client with one TLS context
+(README, "Calling the app from Python"); students run as threads in `--procs` processes, the
+classifying visitors each in a process of their own. All clients are created and connected before
+the moment everybody presses, and only what follows is timed. The clients run on the same machine
+as the app and its trainings, so they take cores from both: harsher than a lecture, where each
+student's browser runs on their own laptop.
+
+    python benchmarks/classroom.py --students 30
+    python benchmarks/classroom.py --students 12 --phases own --images 1000 --classifiers 6
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _common import PYTHON, ROOT, emit, free_port, machine, parser, percentile, wait_for_http
+
+DIGIT = str(ROOT / "examples" / "digit_7.png")
+
+
+class ClassApp:
+    """`python app.py --public ...` (from `root`, default this checkout) on a free port, its runs in
+    a temp folder."""
+
+    def __init__(self, runs_dir: str, root: Path = ROOT, args=(), timeout: float = 180.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "VISION_LAB_CHECKPOINTS": runs_dir, "GRADIO_ANALYTICS_ENABLED": "False",
+               "PYTHONUNBUFFERED": "1"}
+        self.log = open(Path(runs_dir) / "app.log", "w")
+        self.proc = subprocess.Popen([PYTHON, str(Path(root) / "app.py"), "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--public", *args], cwd=root, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        # Not every 20 ms: gradio's launch() checks its own page with a 3 s timeout and exits
+        # when that fails, and a page request costs a busy 2-core machine enough to make it fail.
+        wait_for_http(self.url, timeout, self.proc, interval=1.0)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def client(url: str):
+    import ssl
+
+    from gradio_client import Client
+
+    return Client(url, verbose=False, ssl_verify=ssl.create_default_context())
+
+
+# ---- visitors classifying ---------------------------------------------------------------------------
+
+def classifier(url: str, endpoint: str, stop, ready, out) -> None:
+    """One visitor: /classify (or /feature_maps) once a second until `stop` is set; puts
+    (endpoint, [(time, ms)], errors) on `out`."""
+    from gradio_client import handle_file
+
+    c = client(url)
+    image = handle_file(DIGIT)
+
+    def call():
+        if endpoint == "classify":
+            c.predict(image, ["mnist_cnn"], api_name="/classify")
+        else:
+            c.predict(image=image, checkpoint="mnist_cnn", api_name="/feature_maps")
+
+    for attempt in range(3):  # warm-up, not counted
+        try:
+            call()
+            break
+        except Exception as e:  # noqa: BLE001 - reported by the parent
+            if attempt == 2:
+                out.put((endpoint, [], [f"warm-up: {str(e)[:200]}"]))
+                ready.abort()
+                return
+    ready.wait()
+    # Visitors do not click in step: each starts at its own moment within the first second (all
+    # at once, ten calls would queue behind each other every second).
+    stop.wait(random.Random(os.getpid()).uniform(0, 1))
+    calls, errors = [], []
+    while not stop.is_set():
+        started = time.time()
+        t = time.perf_counter()
+        try:
+            call()
+            calls.append((started, (time.perf_counter() - t) * 1000))
+        except Exception as e:  # noqa: BLE001 - counted, the others go on
+            errors.append(str(e)[:200])
+        stop.wait(max(0.0, 1.0 - (time.time() - started)))
+    out.put((endpoint, calls, errors))
+
+
+# ---- students -----------------------------------------------------------------------------------------
+
+ETA = re.compile(r"Your turn in about (?:(\d+) min )?(\d+) s")
+PLACE = re.compile(r"Waiting in line: number (\d+)")
+
+
+class GaveUp(Exception):
+    pass
+
+
+def follow(job, started: float, timeout: float) -> dict:
+    """Watch a submitted job's outputs until it ends (or `timeout` seconds have passed: then the
+    student gives up, as a student does): when the student saw what."""
+    seen, result = 0, {"place": None, "eta_s": None, "left_line_s": None, "statuses": 0}
+    while True:
+        if time.perf_counter() - started > timeout:
+            job.cancel()
+            raise GaveUp(f"gave up after {timeout:.0f} s (place {result['place']})")
+        done = job.done()
+        outputs = job.outputs()
+        for out in outputs[seen:]:
+            status = str(out[0] if isinstance(out, (list, tuple)) else out)
+            now = time.perf_counter() - started
+            place, eta = PLACE.search(status), ETA.search(status)
+            if place and result["place"] is None:
+                result["place"] = int(place.group(1))
+            if eta and result["eta_s"] is None:
+                result["eta_s"] = int(eta.group(1) or 0) * 60 + int(eta.group(2))
+            if not place and result["left_line_s"] is None:
+                result["left_line_s"] = now
+        seen = len(outputs)
+        result["statuses"] = seen
+        if done:
+            return result
+        time.sleep(0.2)
+
+
+def student(c, task: dict, go: threading.Barrier, out: list) -> None:
+    go.wait()
+    started = time.perf_counter()
+    record = {"student": task["student"], "phase": task["phase"], "refused": False, "error": None}
+    try:
+        job = c.submit(**task["kwargs"], api_name=task["api"])
+        record |= follow(job, started, task["timeout"])
+        final = job.result(timeout=60)
+        record["seconds"] = time.perf_counter() - started
+        record["status"] = str(final[0])[:160]
+        record["replayed"] = "Replayed" in record["status"]
+    except Exception as e:  # noqa: BLE001 - a refusal or an error is a result here
+        record["seconds"] = time.perf_counter() - started
+        record["refused"] = "busy" in str(e)
+        record["gave_up"] = isinstance(e, GaveUp)
+        record["error"] = str(e)[:200]
+    out.append(record)
+
+
+def students(url: str, tasks: list[dict], ready, start_at, out, niceness: int = 0) -> None:
+    """One process holding several students (threads), each with their own client."""
+    if niceness:
+        os.nice(niceness)   # their browsers would run on their own laptops: see --student-nice
+    clients = [client(url) for _ in tasks]
+    ready.wait()
+    go = threading.Barrier(len(tasks))
+    records: list = []
+    # Everybody presses at the moment the parent chose (shared across processes).
+    delay = start_at.value - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    threads = [threading.Thread(target=student, args=(c, t, go, records)) for c, t in zip(clients, tasks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(records)
+
+
+def run_phase(ctx, url: str, tasks: list[dict], procs: int,
+              niceness: int = 0) -> tuple[list[dict], float, float]:
+    """All students of a phase press at the same moment; returns their records and the phase's
+    start and end (wall clock)."""
+    groups = [tasks[i::procs] for i in range(procs) if tasks[i::procs]]
+    ready = ctx.Barrier(len(groups) + 1)
+    start_at = ctx.Value("d", 0.0)
+    out = ctx.Queue()
+    ps = [ctx.Process(target=students, args=(url, g, ready, start_at, out, niceness)) for g in groups]
+    for p in ps:
+        p.start()
+    ready.wait(timeout=600)               # every client connected
+    start_at.value = time.time() + 1.0
+    begin = start_at.value
+    records = []
+    for _ in ps:
+        records += out.get(timeout=max(t["timeout"] for t in tasks) + 300)
+    for p in ps:
+        p.join()
+    records.sort(key=lambda r: r["student"])
+    for r in records:  # as each phase ends, on stderr: a run cut short still says this much
+        print(f"  {line(r)}", file=sys.stderr, flush=True)
+    return records, begin, time.time()
+
+
+def line(r: dict) -> str:
+    what = ("REFUSED" if r["refused"] else "GAVE UP" if r.get("gave_up") else
+            f"error: {r['error'][:60]}" if r["error"] else f"{r['seconds']:6.1f} s")
+    seen = (f"place {r['place']}, ETA {r['eta_s']} s, left the line after "
+            f"{r['left_line_s'] or 0:.0f} s" if r.get("place") else "no wait")
+    return (f"{r['phase']:<6} student {r['student']:>2}: {what:<14} {seen}"
+            f"{' (replayed)' if r.get('replayed') else ''}")
+
+
+def latencies(calls, begin: float, end: float) -> list[float]:
+    return [ms for at, ms in calls if begin <= at < end]
+
+
+def summary(endpoint: str, name: str, ms: list[float]) -> dict:
+    return {f"{endpoint}_{name}_calls": len(ms), f"{endpoint}_{name}_p50_ms": percentile(ms, 0.5),
+            f"{endpoint}_{name}_p95_ms": percentile(ms, 0.95)}
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--students", type=int, default=30)
+    p.add_argument("--classifiers", type=int, default=10, help="visitors calling /classify")
+    p.add_argument("--feature-maps", type=int, default=0, help="visitors calling /feature_maps")
+    p.add_argument("--procs", type=int, default=6, help="processes the students' clients run in")
+    p.add_argument("--phases", default="lesson,own", help="comma-separated: lesson, own")
+    p.add_argument("--lesson", default="MLP vs CNN")
+    p.add_argument("--size", default="default", help="the lesson's size (default, quick)")
+    p.add_argument("--images", type=int, default=300, help="training images of each student's own run")
+    p.add_argument("--model", default="cnn", help="model of each student's own run")
+    p.add_argument("--idle-seconds", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="a student gives up (and closes the page) after waiting this long")
+    p.add_argument("--student-nice", type=int, default=0,
+                   help="niceness of the students' client processes: in a lecture each student's "
+                        "browser runs on their own laptop, here their clients share the server's "
+                        "cores unless they run at a lower priority (e.g. 10)")
+    p.add_argument("--root", default=str(ROOT), help="the checkout whose app.py is measured")
+    p.add_argument("--app-args", default="", help="more flags for app.py")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.images, args.idle_seconds, args.model = "quick", 64, 2.0, "mlp"
+        args.classifiers = min(args.classifiers, 1)
+    phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    ctx = multiprocessing.get_context("spawn")
+    t0 = time.perf_counter()
+    result = {"machine": machine(), "students": args.students, "classifiers": args.classifiers,
+              "lesson": args.lesson, "lesson_size": args.size, "own_images": args.images}
+    rows, records, errors = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        app = ClassApp(tmp, Path(args.root), args.app_args.split())
+        failed = True
+        try:
+            calls_out, cls = ctx.Queue(), []
+            visitors = ["classify"] * args.classifiers + ["feature_maps"] * args.feature_maps
+            ready = ctx.Barrier(len(visitors) + 1)
+            stop = ctx.Event()
+            for endpoint in visitors:
+                proc = ctx.Process(target=classifier, args=(app.url, endpoint, stop, ready, calls_out))
+                proc.start()
+                cls.append(proc)
+            if visitors:
+                ready.wait(timeout=600)
+            print(f"app up, {args.classifiers} visitors classifying", file=sys.stderr, flush=True)
+            idle_begin = time.time()
+            time.sleep(args.idle_seconds)
+            windows = {"idle": (idle_begin, time.time())}
+            if "lesson" in phases:
+                tasks = [{"student": i, "phase": "lesson", "api": "/compare", "timeout": args.timeout,
+                          "kwargs": dict(lesson_name=args.lesson, dataset_name="shapes",
+                                         size_name=args.size)} for i in range(args.students)]
+                got, begin, end = run_phase(ctx, app.url, tasks, min(args.procs, args.students),
+                                            args.student_nice)
+                records += got
+                windows["lesson"] = (begin, end)
+            if "own" in phases:
+                tasks = [{"student": i, "phase": "own", "api": "/train", "timeout": args.timeout,
+                          "kwargs": dict(dataset="shapes", subset_train=args.images, subset_test=100,
+                                         model=args.model, epochs=1 + i % 2, seed=1000 + i)}
+                         for i in range(args.students)]
+                got, begin, end = run_phase(ctx, app.url, tasks, min(args.procs, args.students),
+                                            args.student_nice)
+                records += got
+                windows["own"] = (begin, end)
+            stop.set()
+            calls, errors = {"classify": [], "feature_maps": []}, []
+            for _ in cls:
+                endpoint, got_calls, got_errors = calls_out.get(timeout=120)
+                calls[endpoint] += got_calls
+                errors += got_errors
+            for proc in cls:
+                proc.join()
+            failed = False
+        finally:
+            app.close()
+            if failed or errors or any(r["error"] and not r["refused"] and not r.get("gave_up")
+                                       for r in records):
+                print("The app's log ends with:\n" + (Path(tmp) / "app.log").read_text()[-4000:],
+                      file=sys.stderr)
+    result["students_records"] = records
+    for phase in phases:
+        mine = [r for r in records if r["phase"] == phase]
+        done = [r["seconds"] for r in mine if not r["refused"] and not r["error"]]
+        result[f"{phase}_refused"] = sum(r["refused"] for r in mine)
+        result[f"{phase}_gave_up"] = sum(bool(r.get("gave_up")) for r in mine)
+        result[f"{phase}_errors"] = sum(bool(r["error"]) and not r["refused"] and not r.get("gave_up")
+                                        for r in mine)
+        result[f"{phase}_done"] = len(done)
+        result[f"{phase}_median_s"] = statistics.median(done) if done else float("nan")
+        result[f"{phase}_max_s"] = max(done) if done else float("nan")
+        result[f"{phase}_replayed"] = sum(bool(r.get("replayed")) for r in mine)
+        result[f"{phase}_saw_place"] = sum(r.get("place") is not None for r in mine)
+        result[f"{phase}_saw_eta"] = sum(r.get("eta_s") is not None for r in mine)
+        waits = [(r["eta_s"], r["left_line_s"]) for r in mine
+                 if r.get("eta_s") is not None and r.get("left_line_s") is not None]
+        if waits:
+            result[f"{phase}_eta_error_median_s"] = statistics.median(abs(e - w) for e, w in waits)
+            result[f"{phase}_eta_ratio_median"] = statistics.median(e / max(w, 1) for e, w in waits)
+    result["call_errors"] = len(errors)
+    result["call_error_examples"] = sorted(set(errors))[:3]
+    for endpoint in [e for e in calls if calls[e]]:
+        for name, (begin, end) in windows.items():
+            result |= summary(endpoint, name, latencies(calls[endpoint], begin, end))
+            busy = [ms for name, (b, e) in windows.items() if name != "idle"
+                for ms in latencies(calls[endpoint], b, e)]
+        if busy:
+            result |= summary(endpoint, "busy", busy)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            note = ""
+            if key == "lesson_max_s":
+                note = "target <= 10 s"
+            elif key.endswith("_refused"):
+                note = "target 0"
+            elif key.endswith("_p95_ms") and not key.endswith("idle_p95_ms"):
+                note = "target <= 500 ms"
+            rows.append((key, float(value), note))
+    emit("classroom", result, rows, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
