@@ -39,11 +39,11 @@ import tempfile
 import time
 
 from _common import emit, machine, median, parser
+from train_throughput import CourseDataset
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from vision_lab.datasets import load_dataset
@@ -54,22 +54,6 @@ from vision_lab.training import RunEnd, TrainConfig, evaluate, train
 
 COURSE_EPOCHS = 10
 FRACTIONS = (1 / 8, 1 / 6, 1 / 5, 1 / 4, 1 / 2, 1)
-
-
-class CourseDataset(Dataset):
-    """Like torchvision's MNIST / CIFAR10 datasets: uint8 numpy in memory, a PIL image per item."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
-        self.data = hwc[..., 0] if hwc.shape[-1] == 1 else hwc
-        self.targets = labels.tolist()
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.data[i])), self.targets[i]
 
 
 def course_transform(data):

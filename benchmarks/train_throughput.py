@@ -63,10 +63,12 @@ def make_data(n_train: int, n_test: int = 64, seed: int = 0) -> ImageData:
 
 
 class CourseDataset(Dataset):
-    """Like torchvision.datasets.CIFAR10: HWC uint8 numpy in memory, a PIL image per item."""
+    """Like torchvision's CIFAR10 / MNIST datasets: uint8 numpy in memory (HWC, or HW for one
+    channel), a PIL image per item."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.data = images.permute(0, 2, 3, 1).contiguous().numpy()
+        hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.data = hwc[..., 0] if hwc.shape[-1] == 1 else hwc
         self.targets = labels.tolist()
         self.transform = transform
 

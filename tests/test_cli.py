@@ -120,7 +120,9 @@ def test_ctrl_c_stops_after_the_batch_keeps_the_last_epoch_and_exits_130(tmp_pat
 
     out = tmp_path / "interrupted.safetensors"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vision_lab", "train", "--dataset", "shapes", "--model", "mlp",
+        # The cnn: its steps are slow enough that the child does not write batches faster than
+        # this reads them (an mlp step is under a millisecond: the pipe ran ahead of the signal).
+        [sys.executable, "-m", "vision_lab", "train", "--dataset", "shapes", "--model", "cnn",
          "--subset-train", "2000", "--subset-test", "100", "--epochs", "50", "--batch-size", "16",
          "--out", str(out), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

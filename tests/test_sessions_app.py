@@ -134,7 +134,7 @@ def test_a_private_run_is_never_served_by_its_path(busy_app):
 
 def test_a_second_training_waits_with_its_place_and_a_third_is_refused(busy_app):
     first, second, third = new_client(busy_app), new_client(busy_app), new_client(busy_app)
-    long_run = first.submit(**fresh(epochs=500), api_name="/train")
+    long_run = first.submit(**fresh(epochs=20_000), api_name="/train")  # until stopped
     wait_for_output(long_run, "Training")
     waiting = second.submit(**fresh(), api_name="/train")
     assert "number 1** (you are next; 1 training(s) running" in wait_for_output(waiting, "Waiting in line")
@@ -151,7 +151,7 @@ def test_a_second_training_waits_with_its_place_and_a_third_is_refused(busy_app)
 
 def test_stop_takes_a_waiting_run_out_of_the_line(busy_app):
     first, second = new_client(busy_app), new_client(busy_app)
-    long_run = first.submit(**fresh(epochs=500), api_name="/train")
+    long_run = first.submit(**fresh(epochs=20_000), api_name="/train")  # until stopped
     wait_for_output(long_run, "Training")
     waiting = second.submit(**fresh(), api_name="/train")
     wait_for_output(waiting, "Waiting in line")
