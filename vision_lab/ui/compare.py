@@ -17,7 +17,7 @@ from ..serving.run_queue import RUNS, Once
 from .common import (check_server_folder, dataset_choices, format_seconds, friendly_errors,
                      load_data, session_of, with_settings)
 from .language import ui_text
-from .live import follow, static_text
+from .live import follow, left_message, static_text
 from .storage import check_quota, owner_of
 
 # The lesson picker's value for "your own runs": the English text (API callers send it).
@@ -300,7 +300,7 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
         for line in RUNS.wait_in_line(ticket):
             yield (line, *skip)
         if not ticket.admitted or ticket.left:
-            yield (_left_message(ticket), *skip)
+            yield (left_message(ticket, "compare.stopped_following"), *skip)
             return
         others = len(ticket.job.watchers()) - 1
         yield (text("compare.joined", others=others) if others > 0 else
@@ -308,7 +308,7 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
         live = SharedComparison(plan, shape, share)
         yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
         if ticket.left:
-            yield (_left_message(ticket), *skip)
+            yield (left_message(ticket, "compare.stopped_following"), *skip)
             return
         final = live.final(ticket.stop.is_set())
         job = ticket.job
@@ -340,14 +340,6 @@ def _with_note(final: tuple, replay, replayed: int, total: int) -> tuple:
             text("serving.some_runs", replayed=replayed, total=total))
     status = join(final[0], replay.note(runs), text("compare.no_checkpoints"))
     return (status, *final[1:])
-
-
-def _left_message(ticket):
-    if ticket.left == "replaced":
-        return text("train.replaced")
-    if ticket.admitted:
-        return text("compare.stopped_following", others=len(ticket.job.watchers()))
-    return text("train.stopped_before_start")
 
 
 _SHARED = Once(size=64)

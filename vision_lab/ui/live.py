@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Iterator, Protocol
 
-from ..i18n import Text
+from ..i18n import Text, text
 from .common import user_error
 from .language import ui_text
 
@@ -93,3 +93,14 @@ def follow(events: queue.Queue, watcher: Watcher, stop: threading.Event,
             # Drawing and gradio's handling of the yield (until the next call) use the CPU the
             # training needs: both count against the budget.
             next_draw = last_status + redraw_wait(last_status - now)
+
+
+def left_message(ticket, following_key: str) -> Text:
+    """Why a visitor's place in the line ended without a result of their own: replaced by their
+    newer run, stopped while the run goes on for others who asked for the same (`following_key`:
+    the tab's sentence for that), or stopped before it started."""
+    if ticket.left == "replaced":
+        return text("train.replaced")
+    if ticket.admitted:
+        return text(following_key, others=len(ticket.job.watchers()))
+    return text("train.stopped_before_start")

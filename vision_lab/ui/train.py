@@ -31,7 +31,7 @@ from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_c
                      format_seconds, friendly_errors, load_data, session_of, with_settings)
 from .fields import Number, Slider
 from .language import ui_text
-from .live import follow, static_text
+from .live import follow, left_message, static_text
 from .storage import check_quota, owner_dir, owner_of
 
 # The augmentation picker's value for "use the Augment tab's transforms": the English text (API
@@ -617,7 +617,7 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
             for line in RUNS.wait_in_line(ticket):
                 yield (line, *skip)
             if not ticket.admitted or ticket.left:
-                yield (left_message(ticket), *skip)
+                yield (left_message(ticket, "train.stopped_following"), *skip)
                 return
             others = len(ticket.job.watchers()) - 1
             first = (joined_message(others) if others > 0 else
@@ -627,7 +627,7 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
             yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
             if live.end is None:
                 if ticket.left:
-                    yield (left_message(ticket), *skip)
+                    yield (left_message(ticket, "train.stopped_following"), *skip)
                     return
                 raise gr.Error(render(text("train.no_result")), print_exception=False)
             if ticket.job.replayed:
@@ -669,14 +669,6 @@ def _replay(spec):
 
 def joined_message(others: int):
     return text("train.joined", others=others)
-
-
-def left_message(ticket):
-    if ticket.left == "replaced":
-        return text("train.replaced")
-    if ticket.admitted:
-        return text("train.stopped_following", others=len(ticket.job.watchers()))
-    return text("train.stopped_before_start")
 
 
 def _size_augmentation(config, image_size: int) -> None:
