@@ -21,7 +21,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import training
 from .datasets import ImageData
@@ -94,15 +93,8 @@ def find_lr(config: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, st
 
         x, y = next(batches)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-        if run.channels_last and run.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)  # as training does on a GPU
-        with training._autocast(run):
-            logits = run.train_model(x)
-            # The loss training minimises, penalties included, so the curve is that run's curve.
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if config.l1:
-                trained = [p for p in run.model.parameters() if p.requires_grad]
-                loss = loss + config.l1 * sum(p.abs().sum() for p in trained)
+        # The loss training minimises, penalties included, so the curve is that run's curve.
+        _, loss = training.forward_loss(run, x, y)
         raw = loss.item()
         if not math.isfinite(raw):  # inf or nan: the weights have blown up, nothing more to learn
             diverged_at = lr

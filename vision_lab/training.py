@@ -776,13 +776,7 @@ def _train_one_epoch(run: _Run, epoch: int, order_gen: torch.Generator, augment_
         if run.group is None and stop.is_set():
             raise _EndEarly(reason="stopped", message=_stopped_message(run.history))
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-        if run.channels_last and run.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)  # cuDNN's fast kernels want NHWC
-        with _autocast(run):
-            logits = run.train_model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if config.l1:
-                loss = loss + config.l1 * sum(p.abs().sum() for p in run.model.parameters() if p.requires_grad)
+        logits, loss = forward_loss(run, x, y)
         loss_value, batch_correct, batch_images = _batch_totals(run, loss, logits, y, stop)
         run.step += 1
         if not math.isfinite(loss_value):
@@ -803,6 +797,20 @@ def _train_one_epoch(run: _Run, epoch: int, order_gen: torch.Generator, augment_
         if _plan_due(run):
             yield from _plan(run)
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
+
+
+def forward_loss(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch forward: the logits and the loss the run minimises (label smoothing and
+    the L1 penalty included), in the run's layout and precision; x and y are on its device."""
+    config = run.config
+    if run.channels_last and run.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)  # cuDNN's fast kernels want NHWC
+    with _autocast(run):
+        logits = run.train_model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        if config.l1:
+            loss = loss + config.l1 * sum(p.abs().sum() for p in run.model.parameters() if p.requires_grad)
+    return logits, loss
 
 
 def _autocast(run: _Run):
