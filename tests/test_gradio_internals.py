@@ -54,3 +54,44 @@ def test_the_language_switch_finds_gradios_change_locale():
     assert cores, "gradio's frontend has no assets/core-*.js any more: fix CHANGE_LOCALE_JS"
     assert any(" as changeLocale" in core.read_text() for core in cores), (
         "gradio's core frontend module no longer exports changeLocale: fix CHANGE_LOCALE_JS")
+
+
+def _short_reads(save, image, seconds: float = 1.0) -> int:
+    """Save `image` to one cache folder over and over in a thread while reading the file back
+    here; how many reads came back shorter than the image."""
+    import os
+    import tempfile
+    import threading
+    import time
+
+    with tempfile.TemporaryDirectory() as cache:
+        path = save(image, cache, format="png")
+        size, short, stop = os.path.getsize(path), 0, time.time() + seconds
+        writer = threading.Thread(target=lambda: [save(image, cache, format="png")
+                                                  for _ in iter(lambda: time.time() < stop, False)])
+        writer.start()
+        while time.time() < stop:
+            with open(path, "rb") as f:
+                short += len(f.read()) != size
+        writer.join()
+    return short
+
+
+def test_an_image_two_visitors_get_at_once_is_never_downloaded_half_written():
+    """gradio rewrites a returned image's cached file in place on every call; a class classifying
+    one example digit then downloads truncated images (CI saw it: 'peer closed connection')."""
+    import numpy as np
+    from gradio import processing_utils
+    from PIL import Image
+
+    from vision_lab.ui.gradio_internals import atomic_image_cache
+
+    image = Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8"))
+    atomic_image_cache()
+    save = processing_utils.save_pil_to_cache
+    assert getattr(save, "vision_lab_atomic", False)
+    assert "def save_pil_to_cache(" in inspect.getsource(save.original), (
+        "gradio no longer saves returned images through processing_utils.save_pil_to_cache")
+    assert _short_reads(save, image) == 0
+    # Arrays (galleries, feature maps) are saved through the same function.
+    assert "save_pil_to_cache(" in inspect.getsource(processing_utils.save_img_array_to_cache)

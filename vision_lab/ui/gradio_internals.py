@@ -64,3 +64,52 @@ def frontend_core_modules() -> list:
     import gradio
 
     return sorted((Path(gradio.__file__).parent / "templates" / "frontend" / "assets").glob("core-*.js"))
+
+
+def atomic_image_cache() -> None:
+    """Make gradio write the images a handler returns under a temporary name and rename them into
+    place, as it already does for files (`processing_utils.save_file_to_cache`).
+
+    gradio names a returned image by a hash of its bytes and rewrites that file on every call. When
+    two visitors get the same image at once (a class classifying the same example digit), one
+    call truncates the file while the other's browser or client is downloading it: the download
+    ends short ("peer closed connection without sending complete message body"). Images and
+    galleries (feature maps, Grad-CAM, augmentation previews) all go through this one function.
+    Safe to call more than once.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from gradio import processing_utils
+
+    original = processing_utils.save_pil_to_cache
+    if getattr(original, "vision_lab_atomic", False):
+        return
+
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = (folder / f"{name}.{format}").resolve()
+        if path.exists():
+            # Same bytes under the same name: leave them be, only age them from now (gradio's
+            # delete_cache looks at the file's time, as save_file_to_cache does).
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+            return str(path)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=f".{format}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    save_pil_to_cache.vision_lab_atomic = True
+    save_pil_to_cache.original = original
+    processing_utils.save_pil_to_cache = save_pil_to_cache
