@@ -83,14 +83,14 @@ def test_classify_api_returns_all_probabilities(client):
         assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-3
         assert probs == sorted(probs, reverse=True)
     assert results[0]["top"][0]["label"].split()[0] == "3"
-    # The other outputs are the page's panels (updates that also set their titles and visibility).
+    # The other outputs are the page's panels: values only (their titles follow the picker).
     labels, seen = outputs[:3], outputs[3:]
-    assert [u["visible"] for u in labels] == [True, True, False]
-    assert labels[0]["label"] == "mnist_cnn"
-    top5 = labels[0]["value"]
+    top5 = labels[0]
     assert top5["label"].split()[0] == "3" and len(top5["confidences"]) == 5
-    _is_image(seen[0]["value"])
-    _is_image(seen[1]["value"])
+    assert labels[1]["confidences"] and not labels[2]
+    _is_image(seen[0])
+    _is_image(seen[1])
+    assert not seen[2]
 
 
 def test_classify_api_explains_a_broken_image(client, tmp_path):
@@ -278,3 +278,17 @@ def test_grad_cam_for_a_class_the_model_does_not_have_says_so(settings):
 
     with pytest.raises(ValueError, match="tiny_cnn has no such class; its classes are 0, 1, 2"):
         run_feature_maps(settings, "tiny_cnn", str(EXAMPLES / "scene.png"), cam_class="circle")
+
+
+def test_classify_panels_follow_the_picker_and_forget_other_models_answers():
+    from vision_lab.ui.classify import new_panels, panel_titles
+
+    labels_and_seens = new_panels([str(ROOT / "checkpoints" / "mnist_cnn.safetensors"), "shapes_cnn"])
+    labels, seens = labels_and_seens[:3], labels_and_seens[3:]
+    assert [u["visible"] for u in labels] == [True, True, False]
+    assert [u["label"] for u in labels[:2]] == ["mnist_cnn", "shapes_cnn"]
+    assert seens[1]["label"] == "What shapes_cnn sees"
+    assert all(u["value"] is None for u in labels_and_seens)
+    # Opening the tab again titles the panels without clearing what they show.
+    assert all("value" not in u for u in panel_titles(["mnist_cnn"]))
+    assert [u["visible"] for u in panel_titles([])[:3]] == [True, False, False]

@@ -120,9 +120,15 @@ def test_listing_skips_temp_and_invalid_files(tmp_path):
     (tmp_path / ".c.safetensors.123.tmp").write_bytes(b"partial")
     (tmp_path / ".d.safetensors").write_bytes((tmp_path / "a.safetensors").read_bytes()[:100])
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    (tmp_path / ".private" / "visitor").mkdir(parents=True)
+    save_checkpoint(tmp_path / ".private" / "visitor" / "e.safetensors", model, m)
     names = [c.name for c in list_checkpoints(tmp_path)]
     assert names == ["b", "a"]
     assert read_metadata(tmp_path / "a.safetensors")["metrics"]["test_acc"] == 0.5
+    # Headers are remembered between listings; a checkpoint written again is read again.
+    save_checkpoint(tmp_path / "a.safetensors", model, {**m, "metrics": {"test_acc": 0.75}})
+    assert read_metadata(tmp_path / "a.safetensors")["metrics"]["test_acc"] == 0.75
+    assert {c.name: c.test_acc for c in list_checkpoints(tmp_path)}["a"] == 0.75
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +145,30 @@ def _describe_non_safetensors(path: Path) -> str:
     return text("checkpoints.not_safetensors", name=path.name)
 
 
+# Headers read, by file: (device, inode, size, mtime_ns) -> the header's metadata. A checkpoint is
+# written under a temporary name and renamed into place, so a changed file is a new key. Pickers
+# and every classify call list the checkpoints; opening each file again was most of that.
+_HEADERS: OrderedDict = OrderedDict()
+_HEADERS_KEPT = 1024
+_HEADERS_LOCK = threading.Lock()
+
+
+def _header(path: Path) -> dict:
+    stat = path.stat()
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _HEADERS_LOCK:
+        if key in _HEADERS:
+            _HEADERS.move_to_end(key)
+            return _HEADERS[key]
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata() or {})
+    with _HEADERS_LOCK:
+        _HEADERS[key] = header
+        while len(_HEADERS) > _HEADERS_KEPT:
+            _HEADERS.popitem(last=False)
+    return header
+
+
 def read_metadata(path) -> dict:
     """The metadata of a checkpoint, reading only its header."""
     path = Path(path)
@@ -151,8 +177,7 @@ def read_metadata(path) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(text("checkpoints.empty", name=path.name))
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        header = _header(path)
     except (SafetensorError, OSError, ValueError, RuntimeError):
         raise CheckpointError(_describe_non_safetensors(path)) from None
     raw = header.get(METADATA_KEY)
@@ -220,6 +245,16 @@ class CheckpointInfo:
     size_mb: float
 
 
+def _visible_files(d: Path):
+    """Checkpoint files under `d`, not descending into hidden folders (a visitor's private runs,
+    the run cache: walking them for every picker and every classify call cost more than the rest)."""
+    for root, folders, files in os.walk(d):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if name.endswith(SUFFIX) and not name.startswith("."):
+                yield Path(root) / name
+
+
 def list_checkpoints(*directories) -> list[CheckpointInfo]:
     """Valid checkpoints under the given folders (recursively), newest first.
 
@@ -232,8 +267,8 @@ def list_checkpoints(*directories) -> list[CheckpointInfo]:
     for d in dirs:
         if not d.is_dir():
             continue
-        for p in d.rglob("*" + SUFFIX):
-            if any(part.startswith(".") for part in p.relative_to(d).parts) or p.resolve() in found:
+        for p in _visible_files(d):
+            if p.resolve() in found:
                 continue
             try:
                 meta = read_metadata(p)

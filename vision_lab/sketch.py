@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from .i18n import text
 from .preprocessing import open_image
@@ -52,12 +52,28 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(size, Image.BOX if shrinking else Image.BILINEAR), dtype=np.float32)
 
 
+def _square_filter(a: np.ndarray, size: int, pick) -> np.ndarray:
+    """`pick` (np.maximum: dilate, np.minimum: erode) over the size×size square around each
+    pixel, edges repeated as PIL's MinFilter/MaxFilter do. A pass along the rows then one along
+    the columns, each over shifted copies: 2·size steps per pixel instead of PIL's size², which
+    made thickening most of a classify call's time."""
+    r = size // 2
+    a = np.pad(a, r, mode="edge")
+    h, w = a.shape[0] - 2 * r, a.shape[1] - 2 * r
+    rows = a[:h]
+    for k in range(1, size):
+        rows = pick(rows, a[k: k + h])
+    out = rows[:, :w]
+    for k in range(1, size):
+        out = pick(out, rows[:, k: k + w])
+    return out
+
+
 def _stroke_width(mask: np.ndarray) -> float:
     """Approximate stroke width in pixels: twice the number of 3×3 erosions that erase the ink."""
-    img = Image.fromarray(mask.astype(np.uint8) * 255, "L")
     erosions = 0
-    while img.getbbox() is not None and erosions < 50:
-        img = img.filter(ImageFilter.MinFilter(3))
+    while mask.any() and erosions < 50:
+        mask = _square_filter(mask, 3, np.minimum)
         erosions += 1
     return max(1.0, 2.0 * erosions - 1)
 
@@ -68,9 +84,8 @@ def _thicken(ink: np.ndarray) -> np.ndarray:
     missing = target - _stroke_width(ink > 0.5)
     if missing < 2:
         return ink
-    size = int(missing) | 1  # MaxFilter needs an odd size
-    img = Image.fromarray((ink * 255).astype(np.uint8), "L").filter(ImageFilter.MaxFilter(size))
-    return np.asarray(img, dtype=np.float32) / 255
+    size = int(missing) | 1  # an odd square, centred on each pixel
+    return _square_filter((ink * 255).astype(np.uint8), size, np.maximum).astype(np.float32) / 255
 
 
 def mnist_style(image, thicken: bool = True) -> torch.Tensor:

@@ -381,6 +381,10 @@ class RunCache:
         self._lock = threading.Lock()
         self._checked: dict[str, tuple] = {}   # key -> (mtime_ns, size) of a checkpoint found whole
         self._ignored: set[Path] = set()       # damaged shipped records, said once
+        # Shipped records read and checked, by path: (mtime_ns, size, replay). A class pressing
+        # one lesson asks for the same six at once; parsing and checking them again for every
+        # student was a third of the server's time for each replayed lesson.
+        self._shipped_read: dict[Path, tuple] = {}
 
     @property
     def folder(self) -> Path:
@@ -461,8 +465,15 @@ class RunCache:
 
     def _get_shipped(self, folder: Path, key: str) -> Replay | None:
         path = folder / f"{key}.json"
-        if not path.is_file() or path in self._ignored:
+        try:
+            stat = path.stat()
+        except OSError:
             return None
+        if path in self._ignored:
+            return None
+        seen = self._shipped_read.get(path)
+        if seen is not None and seen[:2] == (stat.st_mtime_ns, stat.st_size):
+            return seen[2]
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             _check_record(record, key)
@@ -470,8 +481,11 @@ class RunCache:
             log.warning("run cache: shipped record %s is damaged (%s); ignored", path, error)
             self._ignored.add(path)
             return None
-        return Replay(key, record["events"], None, record.get("created", ""), record.get("seconds"),
-                      record.get("data") or {}, shipped=True, extra=record.get("extra") or {})
+        replay = Replay(key, record["events"], None, record.get("created", ""),
+                        record.get("seconds"), record.get("data") or {}, shipped=True,
+                        extra=record.get("extra") or {})
+        self._shipped_read[path] = (stat.st_mtime_ns, stat.st_size, replay)
+        return replay
 
     # -- writing --
 

@@ -6,8 +6,11 @@ model when none is picked (the shared input and its wiring live in feature_maps.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
+from ..checkpoints import SUFFIX
 from ..i18n import render, text
 from . import common
 from .common import with_settings
@@ -92,21 +95,49 @@ FORM = ("image", "checkpoints", "sketch", "source", "digit_mode")
 def show_classification(settings, request: gr.Request = None, *, image, checkpoints, sketch=None,
                         source="image", digit_mode=True):
     """Classify one image (or drawing) with up to three checkpoints: the JSON results (every
-    class's probability), then a top-5 panel and the model's input per checkpoint."""
+    class's probability), then a top-5 panel and the model's input per checkpoint.
+
+    Values only: the panels' titles and visibility follow the picker (`new_panels`). A property
+    update would make gradio build a new component and its API schema for each of the six panels
+    on every call, which cost more of the server's time than the models themselves."""
     results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode,
                              owner_of(request))
-    labels, seens = [], []
-    for i in range(MAX_MODELS):
-        if i < len(results):
-            name = results[i]["checkpoint"]
-            top = {t["label"]: t["prob"] for t in results[i]["top"]}
-            labels.append(gr.update(value=top, label=name, visible=True))
-            seens.append(gr.update(value=seen[i], label=text("classify.seen_by", name=name),
-                                   visible=True))
-        else:
-            labels.append(gr.update(value=None, visible=False))
-            seens.append(gr.update(value=None, visible=False))
+    labels = [{t["label"]: t["prob"] for t in results[i]["top"]} if i < len(results) else None
+              for i in range(MAX_MODELS)]
+    seens = [seen[i] if i < len(seen) else None for i in range(MAX_MODELS)]
     return (results, *labels, *seens)  # a tuple: friendly_errors says the labels in it
+
+
+def _names(checkpoints) -> list[str]:
+    """The picked checkpoints' names (a picker value is a path, an API caller may give a name)."""
+    if isinstance(checkpoints, str):
+        checkpoints = [checkpoints]
+    return [Path(str(c)).name.removesuffix(SUFFIX) for c in (checkpoints or []) if c][:MAX_MODELS]
+
+
+def _panels(checkpoints, **clear) -> tuple:
+    names = _names(checkpoints)
+    shown = max(1, len(names))
+    labels = [gr.update(visible=i < shown, **clear,
+                        label=names[i] if i < len(names) else text("classify.top5"))
+              for i in range(MAX_MODELS)]
+    seens = [gr.update(visible=i < shown, **clear,
+                       label=text("classify.seen_by", name=names[i]) if i < len(names)
+                       else text("classify.seen"))
+             for i in range(MAX_MODELS)]
+    return (*labels, *seens)
+
+
+@common.friendly_errors
+def panel_titles(checkpoints):
+    """One top-5 panel and one "what it sees" per picked checkpoint, titled by its name."""
+    return _panels(checkpoints)
+
+
+@common.friendly_errors
+def new_panels(checkpoints):
+    """Panels for a new choice of checkpoints; the answers shown belonged to other models."""
+    return _panels(checkpoints, value=None)
 
 
 @common.friendly_errors
@@ -122,6 +153,10 @@ def build(settings, tab=None) -> None:
                       inputs_kwargs={name: view[name] for name in FORM},
                       outputs=[view["raw"], *view["labels"], *view["seens"]], api_name="classify",
                       concurrency_limit=2)
+    answers = [*view["labels"], *view["seens"]]
+    view["checkpoints"].change(new_panels, view["checkpoints"], answers,
+                               api_visibility="private", queue=False)
     if tab is not None:
         tab.select(with_settings(on_tab, settings), view["checkpoints"], view["checkpoints"],
-                   api_visibility="private", queue=False)
+                   api_visibility="private", queue=False).then(
+            panel_titles, view["checkpoints"], answers, api_visibility="private", queue=False)

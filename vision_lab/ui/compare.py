@@ -220,7 +220,7 @@ class LiveComparison:
         if not figures:
             return status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         self.dirty = False
-        return (status, gr.skip(), _table(self.rows()), *self.figures())
+        return (status, "", _table(self.rows()), *self.figures())  # the verdict comes at the end
 
     def verdict(self) -> str:
         from ..lessons import verdict
@@ -298,7 +298,9 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
                           finish_when_closed=settings.on_disconnect == "finish")
     with RUNS.following(ticket):
         for line in RUNS.wait_in_line(ticket):
-            yield (line, *skip)
+            # Values, not gr.skip(): gradio builds a component and its API schema for each
+            # skipped output, every few seconds for every student of a class in line.
+            yield line, "", _table([]), None, None
         if not ticket.admitted or ticket.left:
             yield (left_message(ticket, "compare.stopped_following"), *skip)
             return

@@ -415,6 +415,7 @@ class LiveRun:
         self.started, self.first_batch_at = time.perf_counter(), None
         self.new_epoch = False
         self.folder, self.images, self.old_images, self.draws = None, {}, [], 0
+        self.command = cli_command(config)
 
     def add(self, ev) -> None:
         from ..training import BatchEnd, EpochEnd, RunEnd, Status
@@ -503,7 +504,7 @@ class LiveRun:
             self.draw()
         images = (tuple(self.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
                   if figures else (gr.skip(),) * 4)
-        return (status, *images, None, None, [], "", None, gr.skip(), None)
+        return (status, *images, None, None, [], "", None, self.command, None)
 
     def forget_old_images(self) -> None:
         """Delete figures gradio has already copied (it copies each yield's files)."""
@@ -583,7 +584,6 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     from ..training import default_run_path
 
     form["folder_zip"] = folder_zip
-    skip = (gr.skip(),) * (len(OUTPUTS) - 1)
     owner = owner_of(request)
     config = make_config(form)  # a wrong option is reported before waiting in line
     if form.get("dataset") != FOLDER_UPLOAD:
@@ -591,9 +591,9 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     check_quota(settings, owner)
     config.data_root = settings.data_root
     data = None
+    command = cli_command(config)
     if needs_data(config):  # a folder is known by its contents: load it to know the run
-        yield (loading_message(config.dataset, settings.data_root), None, None, None, None, None,
-               None, [], "", None, cli_command(config), None)
+        yield cleared(loading_message(config.dataset, settings.data_root), command)
         data = _data_for(config)
     if isinstance(config.augment, list):
         _size_augmentation(config, data.image_size if data is not None else
@@ -615,19 +615,20 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
                               finish_when_closed=settings.on_disconnect == "finish")
         with RUNS.following(ticket):
             for line in RUNS.wait_in_line(ticket):
-                yield (line, *skip)
+                yield cleared(line, command)
             if not ticket.admitted or ticket.left:
-                yield (left_message(ticket, "train.stopped_following"), *skip)
+                yield cleared(left_message(ticket, "train.stopped_following"), command)
                 return
             others = len(ticket.job.watchers()) - 1
             first = (joined_message(others) if others > 0 else
                      loading_message(config.dataset, settings.data_root))
-            yield (first, None, None, None, None, None, None, [], "", None, cli_command(config), None)
+            yield cleared(first, command)
             live = LiveRun(config, data if data is not None else _data_for(config))
             yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
             if live.end is None:
                 if ticket.left:
-                    yield (left_message(ticket, "train.stopped_following"), *skip)
+                    yield (left_message(ticket, "train.stopped_following"),
+                           *(gr.skip(),) * (len(OUTPUTS) - 1))  # keep the curves it reached
                     return
                 raise gr.Error(render(text("train.no_result")), print_exception=False)
             if ticket.job.replayed:
@@ -636,6 +637,14 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     finally:
         if live is not None:
             live.close()
+
+
+def cleared(status, command: str) -> tuple:
+    """The twelve outputs before a run's first curve: a status line, the run's CLI command, the
+    results of an earlier run cleared. Values, not gr.skip(): gradio builds a new component and
+    its API schema for each skipped output (~1 ms each), and a class waiting in line sends one of
+    these every few seconds per student."""
+    return (status, None, None, None, None, None, None, [], "", None, command, None)
 
 
 def _data_for(config):
