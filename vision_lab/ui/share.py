@@ -299,7 +299,8 @@ def open_run(settings, bundle, request: gr.Request = None):
     owner = owner_of(request)
     check_quota(settings, owner)
     folder = owner_dir(settings, owner) or Path(settings.runs_dir) / "runs"
-    opened = open_bundle(bundle, _new_run_path(folder, Path(str(bundle)).stem))
+    # "_opened": a name of its own, not the shipped or shared run it may have been made from.
+    opened = open_bundle(bundle, _new_run_path(folder, Path(str(bundle)).stem + "_opened"))
     return opened_outputs(opened)
 
 

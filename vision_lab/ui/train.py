@@ -104,9 +104,10 @@ def _model_fields(form: dict, view: dict) -> None:
     cnn = model_options("cnn")
     with gr.Group():
         form["model"] = gr.Dropdown(list_models(), value="cnn", label=ui_text("train.model"),
-                                    info=static_text(MODEL_DESCRIPTIONS["cnn"]))
+                                    info=static_text(MODEL_DESCRIPTIONS["cnn"]),
+                                    elem_id="train-model")
         form["hidden_sizes"] = gr.Textbox("512, 256", label=ui_text("train.hidden_sizes"),
-                                          visible=False, max_lines=1)
+                                          visible=False, max_lines=1, elem_id="train-hidden-sizes")
         with gr.Row():
             form["dropout"] = Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05,
                                      label=ui_text("train.dropout"))
@@ -133,7 +134,7 @@ def _optimizer_fields(form: dict) -> None:
             # Optimizer and scheduler names are PyTorch's (and the CLI's): shown as they are.
             form["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer,
                                             label=ui_text("train.optimizer"))
-            form["lr"] = Number(d.lr, label=ui_text("train.lr"))
+            form["lr"] = Number(d.lr, label=ui_text("train.lr"), elem_id="train-lr")
         with gr.Row(elem_classes=ADVANCED):
             form["momentum"] = Number(d.momentum, label=ui_text("train.momentum"))
             form["weight_decay"] = Number(d.weight_decay, label=ui_text("train.weight_decay"))
