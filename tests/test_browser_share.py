@@ -50,6 +50,14 @@ def test_an_address_fills_the_train_form_and_shows_its_link(new_page, app_url, s
     box = page.locator("#train-link").bounding_box()
     page.screenshot(path=str(screenshots / "share_link.png"), full_page=True,
                     clip={"x": 0, "y": 0, "width": 1400, "height": box["y"] + box["height"] + 20})
+    # Picking another model by hand still shows that model's own fields, and the link follows.
+    model = page.locator("#train-model input")
+    model.click()
+    model.fill("cnn")
+    page.get_by_role("option", name="cnn").first.click()
+    page.keyboard.press("Escape")
+    link_has(page, "train-link", "model=cnn")
+    page.locator("#train-hidden-sizes").wait_for(state="hidden", timeout=10_000)
 
 
 def test_a_wrong_value_in_the_address_is_named_and_the_rest_applies(new_page, app_url):

@@ -334,7 +334,8 @@ def opened_outputs(opened) -> tuple:
             str(opened.checkpoint), opened.command, summary)
 
 
-def fill_from_summary(parts, summary):
+@friendly_errors
+def fill_from_summary(parts, summary, request: gr.Request = None):
     """After a bundle is opened: the Train form holds its settings."""
     from ..training import TrainConfig
 
