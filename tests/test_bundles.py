@@ -167,3 +167,20 @@ def test_not_a_zip_is_refused(tmp_path):
     path = tmp_path / "run.zip"
     path.write_bytes(b"\x80\x04K\x01.")
     assert "is not a run bundle" in _open(path, tmp_path)
+
+
+def test_metadata_asking_for_a_huge_model_is_refused_before_it_is_built(bundle, tmp_path):
+    """Loading builds the model the metadata describes: two 200,000-unit layers are 150 GB of float32."""
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    files = members(bundle)
+    (tmp_path / "m.safetensors").write_bytes(files["model.safetensors"])
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["vision_lab"])
+    meta["model_options"] = {"hidden_sizes": [200_000, 200_000]}
+    huge = save(load(files["model.safetensors"]), metadata={"vision_lab": json.dumps(meta)})
+    hostile = rewrite(tmp_path / "huge.zip", {**files, "model.safetensors": huge})
+    message = _open(hostile, tmp_path)
+    assert "model.safetensors cannot be used: its metadata describes a model of 154,941 MB" in message
+    assert "but the file holds only 6.5 MB of weights" in message

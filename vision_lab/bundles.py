@@ -119,9 +119,10 @@ def open_bundle(path, checkpoint_out) -> RunBundle:
     history = _read_history(files[HISTORY], path.name)
     checkpoint = _keep_checkpoint(files[CHECKPOINT], Path(checkpoint_out), config, path.name)
     classes = checkpoint.classes
-    if metrics.get("per_class_acc") is not None and len(metrics["per_class_acc"]) != len(classes):
-        raise BundleError(text("bundles.bad_member", name=path.name, member=METRICS,
-                               reason=text("bundles.reason.class_count", classes=len(classes))))
+    for key in ("per_class_acc", "confusion"):
+        if metrics.get(key) is not None and len(metrics[key]) != len(classes):
+            raise _wrong(path.name, METRICS, text("bundles.reason.class_count", entry=key,
+                                                  classes=len(classes)))
     return RunBundle(config=config, metrics=metrics, history=history, classes=classes,
                      checkpoint=checkpoint.path, command=_command(config))
 
@@ -200,7 +201,8 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 
 
 def _field_types(annotation: str) -> tuple:
-    return tuple(kind for word in annotation.split("|") for kind in _TYPES[word.strip()])
+    return tuple(kind for word in annotation.split("|")
+                 for kind in _TYPES[word.strip().split("[")[0]])
 
 
 def _read_config(data: bytes, bundle: str):
@@ -275,7 +277,7 @@ def _read_history(data: bytes, bundle: str) -> list[dict]:
 def _keep_checkpoint(data: bytes, out: Path, config, bundle: str):
     """Load the checkpoint from a hidden temp file (checkpoints.py refuses anything that is not
     safetensors), check it is the config's model, then move it to `out`."""
-    from .checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint
+    from .checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_metadata
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # Hidden (never listed) and named as atomic writes name theirs, so the janitor knows it.
@@ -283,6 +285,7 @@ def _keep_checkpoint(data: bytes, out: Path, config, bundle: str):
     try:
         atomic_write_bytes(temp, data)
         try:
+            _check_model_size(read_metadata(temp), len(data), bundle)
             checkpoint = load_checkpoint(temp)
         except CheckpointError as error:
             raise _wrong(bundle, CHECKPOINT, error.args[0]) from None
@@ -295,3 +298,28 @@ def _keep_checkpoint(data: bytes, out: Path, config, bundle: str):
         return checkpoint
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _check_model_size(meta: dict, file_bytes: int, bundle: str) -> None:
+    """Refuse metadata describing a model larger than the weights the file holds, before building
+    it: loading builds the model first, and a few hostile numbers (hidden_sizes [200000, 200000])
+    would ask for tens of gigabytes. The model is sized on the "meta" device, which holds no data."""
+    import torch
+
+    from .checkpoints import CheckpointError
+    from .models import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(meta["model"], num_classes=len(meta["classes"]),
+                                 in_channels=int(meta["channels"]),
+                                 image_size=int(meta["image_size"]),
+                                 **meta.get("model_options", {}))
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise CheckpointError(text("checkpoints.cannot_rebuild", name=CHECKPOINT,
+                                   reason=error.args[0] if error.args else type(error).__name__)
+                              ) from None
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if needed > file_bytes:
+        raise CheckpointError(text("bundles.reason.model_too_large", needed=needed / 2**20,
+                                   held=file_bytes / 2**20))
