@@ -152,7 +152,8 @@ def test_a_pickle_checkpoint_is_refused_and_never_unpickled(bundle, tmp_path, ca
     torch.save({"weight": torch.zeros(2), "boom": Boom()}, torch_file)
     for data in (torch_file.getvalue(), pickle.dumps(Boom())):
         hostile = rewrite(tmp_path / "pickle.zip", {**members(bundle), "model.safetensors": data})
-        assert "looks like a PyTorch pickle" in _open(hostile, tmp_path)
+        assert "model.safetensors cannot be used: model.safetensors looks like a PyTorch pickle" \
+            in _open(hostile, tmp_path)
     assert "pwned" not in capsys.readouterr().out
 
 

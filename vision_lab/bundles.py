@@ -275,29 +275,28 @@ def _read_history(data: bytes, bundle: str) -> list[dict]:
 
 
 def _keep_checkpoint(data: bytes, out: Path, config, bundle: str):
-    """Load the checkpoint from a hidden temp file (checkpoints.py refuses anything that is not
-    safetensors), check it is the config's model, then move it to `out`."""
+    """Load the checkpoint from a private temp folder (checkpoints.py refuses anything that is not
+    safetensors), check it is the config's model, then write it to `out`. In the temp folder it is
+    named model.safetensors, as in the bundle, so what checkpoints.py says names that."""
+    import tempfile
+
     from .checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_metadata
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden (never listed) and named as atomic writes name theirs, so the janitor knows it.
-    temp = out.parent / f".{out.name}.open.{os.getpid()}.tmp"
-    try:
-        atomic_write_bytes(temp, data)
+    with tempfile.TemporaryDirectory(prefix="vision-lab-bundle-") as folder:
+        temp = Path(folder) / CHECKPOINT
+        temp.write_bytes(data)
         try:
             _check_model_size(read_metadata(temp), len(data), bundle)
             checkpoint = load_checkpoint(temp)
         except CheckpointError as error:
             raise _wrong(bundle, CHECKPOINT, error.args[0]) from None
-        if checkpoint.metadata["model"] != config.model:
-            raise _wrong(bundle, CHECKPOINT, text("bundles.reason.other_model",
-                                                  model=checkpoint.metadata["model"],
-                                                  config_model=config.model))
-        os.replace(temp, out)
-        checkpoint.path = out
-        return checkpoint
-    finally:
-        temp.unlink(missing_ok=True)
+    if checkpoint.metadata["model"] != config.model:
+        raise _wrong(bundle, CHECKPOINT, text("bundles.reason.other_model",
+                                              model=checkpoint.metadata["model"],
+                                              config_model=config.model))
+    atomic_write_bytes(out, data)
+    checkpoint.path = out
+    return checkpoint
 
 
 def _check_model_size(meta: dict, file_bytes: int, bundle: str) -> None:
