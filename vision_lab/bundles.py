@@ -15,7 +15,8 @@ A bundle comes from someone else, so opening one treats it as hostile: every mem
 before any is read (only the five names, no folders or paths, no duplicates, size caps on what the
 headers claim *and* on what is actually read, a cap on the compression ratio against zip bombs),
 the JSON is checked for the types the app relies on, and the checkpoint is loaded through
-checkpoints.py (safetensors only; a pickle is refused) before it is kept anywhere.
+checkpoints.py (safetensors only; a pickle is refused) before it is kept anywhere, once its
+metadata is known not to describe a model larger than the weights it holds.
 """
 from __future__ import annotations
 
@@ -224,7 +225,8 @@ def _read_config(data: bytes, bundle: str):
         config = TrainConfig.from_dict(raw)
         config.validate()
     except (ValueError, TypeError, KeyError) as error:
-        raise _wrong(bundle, CONFIG, error.args[0] if error.args else type(error).__name__) from None
+        reason = error.args[0] if error.args else type(error).__name__
+        raise _wrong(bundle, CONFIG, reason) from None
     return config
 
 
@@ -302,7 +304,8 @@ def _keep_checkpoint(data: bytes, out: Path, config, bundle: str):
 def _check_model_size(meta: dict, file_bytes: int, bundle: str) -> None:
     """Refuse metadata describing a model larger than the weights the file holds, before building
     it: loading builds the model first, and a few hostile numbers (hidden_sizes [200000, 200000])
-    would ask for tens of gigabytes. The model is sized on the "meta" device, which holds no data."""
+    would ask for tens of gigabytes. The model is sized on the "meta" device, which holds no
+    data."""
     import torch
 
     from .checkpoints import CheckpointError
