@@ -85,3 +85,21 @@ def test_form_updates_show_the_fields_of_the_model_and_scheduler(tab):
     assert updates[form["hidden_sizes"]]["visible"] is False
     assert updates[form["t_max"]]["visible"] is True and updates[form["gamma"]]["visible"] is False
     assert updates[form["model"]]["value"] == "resnet18"
+
+
+def test_an_address_fills_the_compare_tab_and_names_what_it_does_not_know():
+    from types import SimpleNamespace
+
+    from vision_lab.ui import compare
+
+    with gr.Blocks():
+        view = compare.layout()
+    asked = SimpleNamespace(query_params={"tab": "compare", "lesson": "Pixel permutation",
+                                          "size": "huge", "dataset": "mnist"})
+    lesson, dataset, size, link, status = share.prefill_compare(view, asked)
+    assert (lesson, dataset, size) == ("Pixel permutation", "mnist", "default")
+    assert "The address sets size to 'huge', which is not one of quick, default" in status
+    assert link == "/?tab=compare&lesson=Pixel+permutation&dataset=mnist&size=default"
+    # Without tab=compare the address is the Train tab's: the Compare tab keeps its defaults.
+    train_only = SimpleNamespace(query_params={"dataset": "mnist"})
+    assert share.prefill_compare(view, train_only)[:3] == ("MLP vs CNN", "shapes", "default")
