@@ -66,7 +66,7 @@ def test_a_wrong_value_is_named_and_the_rest_still_applies(tab, query, message):
     assert config.seed == 5 and config.optimizer == "sgd"
 
 
-def test_the_link_names_the_page_and_leaves_an_upload_out(tab):
+def test_the_link_names_the_page_and_leaves_a_folder_out(tab):
     form, _ = tab
     values = {**share._initial(form), **share._model_defaults("mlp"), "model": "mlp", "lr": 0.05}
     link = share.train_link(form, None, **values)
@@ -74,7 +74,9 @@ def test_the_link_names_the_page_and_leaves_an_upload_out(tab):
         "model": "mlp", "dataset": "shapes", "lr": "0.05"}
     uploaded = share.train_link(form, None, **{**values, "dataset": train.FOLDER_UPLOAD,
                                                "folder_zip": "/tmp/x.zip"})
-    assert "dataset" not in dict(parse_qsl(uploaded[2:]))
+    typed = share.train_link(form, None, **{**values, "dataset": "folder:/srv/photos"})
+    assert "dataset" not in dict(parse_qsl(uploaded[2:])) | dict(parse_qsl(typed[2:]))
+    assert dict(parse_qsl(typed[2:]))["model"] == "mlp"
 
 
 def test_form_updates_show_the_fields_of_the_model_and_scheduler(tab):

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import gradio as gr
 
 from ..i18n import join, text
-from .common import FOLDER_UPLOAD, dataset_choices, friendly_errors, with_settings
+from .common import dataset_choices, friendly_errors, with_settings
 from .language import WrongValue, ui_text
 from .storage import check_quota, owner_dir, owner_of
 
@@ -100,8 +100,6 @@ def query_for(values: dict, defaults: dict) -> str:
         value = values.get(name)
         if name not in values or (name not in ("model", "dataset") and value == defaults.get(name)):
             continue
-        if name == "dataset" and value == FOLDER_UPLOAD:
-            continue  # an upload is the visitor's own file: the address cannot carry it
         pairs.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
     return urlencode(pairs)
 
@@ -244,16 +242,12 @@ def train_link(form, request: gr.Request = None, **values) -> str:
         config = make_config(values)
     except ValueError:
         return gr.skip()
-    query = query_for(form_values(config), _default_values(form, config.model))
-    if values.get("dataset") == FOLDER_UPLOAD:
-        query = urlencode([(k, v) for k, v in _pairs(query) if k != "dataset"])
+    shown = form_values(config)
+    if shown["dataset"].startswith("folder:"):
+        # An upload or a folder on this server: an address neither carries nor accepts one.
+        del shown["dataset"]
+    query = query_for(shown, _default_values(form, config.model))
     return page_url(request) + ("?" + query if query else "")
-
-
-def _pairs(query: str) -> list:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(query)
 
 
 # ---- bundles ------------------------------------------------------------------------------------
