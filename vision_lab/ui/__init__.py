@@ -88,7 +88,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, classify, compare, feature_maps, language, lecture, train
+    from . import augment, classify, compare, feature_maps, language, lecture, share, train
     from ..serving.run_queue import RUNS
     from .gradio_internals import atomic_image_cache
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
@@ -105,7 +105,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 lecture_switch = lecture.toggle(settings.lecture)
         # The Augment tab's current spec (a list of ops), read by the Train tab.
         augment_spec = gr.State([])
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab(ui_text(TABS["augment"]), id="augment"):
                 augment.build(settings, augment_spec=augment_spec)
             with gr.Tab(ui_text(TABS["train"]), id="train") as train_tab:
@@ -117,6 +117,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
             with gr.Tab(ui_text(TABS["classify"]), id="classify") as tab:
                 classify.build(settings, tab=tab)
         demo.load(None, js=SET_OWNER_COOKIE_JS)
+        # `?tab=compare` (or a Train field in the address: share.py) opens that tab.
+        demo.load(share.chosen_tab, None, tabs, queue=False, api_visibility="private")
         language.wire(demo, language_switch)
         lecture.wire(demo, lecture_switch)
 

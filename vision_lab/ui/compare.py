@@ -16,6 +16,7 @@ from ..i18n import catalogue, current, join, render, t, text
 from ..serving.run_queue import RUNS, Once
 from .common import (check_server_folder, dataset_choices, format_seconds, friendly_errors,
                      load_data, session_of, with_settings)
+from . import share
 from .language import ui_text
 from .live import follow, left_message, static_text
 from .storage import check_quota, owner_of
@@ -101,6 +102,7 @@ def layout() -> dict:
                                          elem_id="compare-stop")
             view["reveal"] = gr.Button(ui_text("compare.reveal"), elem_id="compare-reveal",
                                        elem_classes="vl-lecture-only")
+            view["link"] = share.link_box("compare-link")
         with gr.Column(scale=2):
             gr.Markdown(ui_text("compare.step_run"), elem_classes="vl-lecture-only")
             view["status"] = gr.Markdown(ui_text("compare.ready"),
@@ -415,3 +417,4 @@ def build(settings, tab=None):
                         [view[name] for name in OUTPUTS], api_name="compare",
                         concurrency_limit=None, show_progress="hidden", js=HIDE_ANSWER_JS)
     view["stop"].click(stop_comparison, None, view["status"], queue=False, api_visibility="private")
+    share.wire_compare(view)

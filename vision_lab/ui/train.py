@@ -7,7 +7,7 @@ trains in a child process (serving.worker) and `live.follow` shows it; it waits 
 first (serving.run_queue), showing its place in line. Stop ends it within one batch.
 "Find a learning rate" (/lr_find, the same form) runs the learning-rate range test in a child
 process too and offers its two suggestions for the lr field; "Download as ONNX" (/export_onnx)
-exports the finished run's checkpoint.
+exports the finished run's checkpoint. Sharing a run or a setup (a bundle, a link) is share.py's.
 
 What the tab says comes from the catalogue (`train.*` keys in i18n/en.json): static text through
 `ui_text`, what the handlers write as `text(...)`, said in the visitor's language. Choice values
@@ -26,7 +26,7 @@ import gradio as gr
 
 from ..i18n import join, render, text
 from ..serving.run_queue import RUNS
-from . import your_runs
+from . import share, your_runs
 from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, enlarge,
                      format_seconds, friendly_errors, load_data, session_of, with_settings)
 from .fields import Number, Slider
@@ -60,6 +60,8 @@ def layout(settings, augment_spec) -> tuple[dict, dict]:
                                           elem_id="train-start")
                 view["stop"] = gr.Button(ui_text("train.stop"), variant="stop",
                                          elem_id="train-stop")
+            view["link"] = share.link_box("train-link")
+            share.open_layout(view)
         with gr.Column(scale=2):
             _results_layout(settings, view)
     return form, view
@@ -102,9 +104,10 @@ def _model_fields(form: dict, view: dict) -> None:
     cnn = model_options("cnn")
     with gr.Group():
         form["model"] = gr.Dropdown(list_models(), value="cnn", label=ui_text("train.model"),
-                                    info=static_text(MODEL_DESCRIPTIONS["cnn"]))
+                                    info=static_text(MODEL_DESCRIPTIONS["cnn"]),
+                                    elem_id="train-model")
         form["hidden_sizes"] = gr.Textbox("512, 256", label=ui_text("train.hidden_sizes"),
-                                          visible=False, max_lines=1)
+                                          visible=False, max_lines=1, elem_id="train-hidden-sizes")
         with gr.Row():
             form["dropout"] = Slider(0, 0.9, value=cnn.get("dropout", 0.0), step=0.05,
                                      label=ui_text("train.dropout"))
@@ -131,7 +134,7 @@ def _optimizer_fields(form: dict) -> None:
             # Optimizer and scheduler names are PyTorch's (and the CLI's): shown as they are.
             form["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer,
                                             label=ui_text("train.optimizer"))
-            form["lr"] = Number(d.lr, label=ui_text("train.lr"))
+            form["lr"] = Number(d.lr, label=ui_text("train.lr"), elem_id="train-lr")
         with gr.Row(elem_classes=ADVANCED):
             form["momentum"] = Number(d.momentum, label=ui_text("train.momentum"))
             form["weight_decay"] = Number(d.weight_decay, label=ui_text("train.weight_decay"))
@@ -242,6 +245,7 @@ def _results_layout(settings, view: dict) -> None:
                                                  interactive=False)
             view["export_onnx"] = gr.Button(ui_text("train.export_onnx"), size="sm",
                                             elem_id="train-export-onnx")
+            share.download_layout(view)
         view["checkpoint_file"] = gr.File(label=ui_text("train.checkpoint_file"), interactive=False)
         view["onnx_file"] = gr.File(label=ui_text("train.onnx_file"), interactive=False,
                                     elem_id="train-onnx-file")
@@ -867,9 +871,11 @@ def on_augment(choice, spec, request: gr.Request = None):
 def build(settings, augment_spec=None, tab=None):
     form, view = layout(settings, augment_spec if augment_spec is not None else gr.State([]))
     private = dict(queue=False, api_visibility="private")
-    form["model"].change(on_model, form["model"], [form["model"], form["hidden_sizes"], form["dropout"],
+    # `.input`, a person's choice: a form filled by the page's address or an opened bundle sets
+    # these fields and their options together (share.form_updates), which a `.change` would reset.
+    form["model"].input(on_model, form["model"], [form["model"], form["hidden_sizes"], form["dropout"],
                                                    form["batch_norm"], view["resnet_row"]], **private)
-    form["scheduler"].change(on_scheduler, form["scheduler"],
+    form["scheduler"].input(on_scheduler, form["scheduler"],
                              [form[field] for field, *_ in SCHEDULER_FIELDS], **private)
     form["dataset"].change(on_dataset, form["dataset"], [form["folder_zip"], form["folder_image_size"]],
                            **private)
@@ -894,3 +900,4 @@ def build(settings, augment_spec=None, tab=None):
         view[f"use_{which}"].click(partial(use_suggestion, which), view["lr_find_values"],
                                    form["lr"], **private)
     your_runs.wire(settings, view["your_runs"], tab, after=started)
+    share.wire_train(settings, form, view, view["your_runs"])
