@@ -39,6 +39,7 @@ PREDICTED = str(text("features.predicted"))
 DEFAULT_METHOD = "grad_cam"  # the saliency method the tab (and /feature_maps) starts with
 # Methods that read a convolution's feature maps: an MLP has none, so it is offered the others.
 CONV_METHODS = ("grad_cam", "grad_cam_plus_plus")
+OCCLUSION_FLOOR = 0.01  # occlusion's colours span at least a 1-point drop in probability
 DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about this many pixels
 CANVAS = (400, 400)
 DIGIT_MODEL = "mnist_cnn"  # the digit model a drawing switches to, when there is one
@@ -455,8 +456,10 @@ def saliency_overlay(ckpt, x, shown, method=DEFAULT_METHOD, cam_class=PREDICTED)
     """One saliency map over the shown input, and a sentence on what it explains.
 
     For a method that needs convolutions the model lacks: no image, and the sentence says why and
-    what to pick instead. Occlusion's map is a probability drop on an absolute scale (not
-    stretched to fill the colours): a faint map means no single patch sways the model much.
+    what to pick instead. Occlusion's map is a probability drop: its colours run from no drop to
+    the largest one, which the sentence states (a confident model may lose only 1% to any one
+    patch, and a map on the absolute scale would then be blank). The scale is never finer than
+    OCCLUSION_FLOOR, so that a model no patch sways keeps a dark map instead of stretched noise.
     """
     from ..inspect import NoSpatialFeatures, overlay_heatmap
     from ..saliency import METHODS, saliency_map
@@ -479,8 +482,9 @@ def saliency_overlay(ckpt, x, shown, method=DEFAULT_METHOD, cam_class=PREDICTED)
         note = text("saliency.note_predicted" if target is None else "saliency.note",
                     method=name, label=label)
     if method == "occlusion":
-        note = join(note, text("saliency.occlusion_drop", drop=float(heat.max())))
-        heat = heat.clamp(min=0)
+        largest = float(heat.max())
+        note = join(note, text("saliency.occlusion_drop", drop=largest))
+        heat = heat.clamp(min=0) / max(largest, OCCLUSION_FLOOR)
     return overlay_heatmap(shown.transpose(2, 0, 1), heat), note
 
 
@@ -550,13 +554,7 @@ def layout(settings) -> dict:
             view["cam_class"] = gr.Dropdown(label=ui_text("features.cam_class"),
                                             choices=cam_choices(classes[1:], static=True),
                                             value=PREDICTED, allow_custom_value=True)
-            has_convs = bool(layers) or not view["checkpoint"].value
-            view["method"] = gr.Radio(method_choices(has_convs, static=True),
-                                      value=DEFAULT_METHOD if has_convs else "occlusion",
-                                      label=ui_text("saliency.method"), elem_id="fm-method")
-            view["method_idea"] = gr.Markdown(
-                ui_text(f"saliency.{DEFAULT_METHOD if has_convs else 'occlusion'}.idea"),
-                elem_id="fm-method-idea")
+            view.update(_saliency_picker(bool(layers) or not view["checkpoint"].value))
             view["run"] = gr.Button(ui_text("features.run"), variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
             # In English until the tab opens (`on_tab` says it in the visitor's language).
@@ -578,6 +576,15 @@ def layout(settings) -> dict:
     view["pair"] = pair.layout(settings)
     view["errors"] = errors.layout()
     return view
+
+
+def _saliency_picker(has_convs: bool) -> dict:
+    """The saliency method picker and, below it, the picked method's one-line idea."""
+    method = DEFAULT_METHOD if has_convs else "occlusion"
+    return {"method": gr.Radio(method_choices(has_convs, static=True), value=method,
+                               label=ui_text("saliency.method"), elem_id="fm-method"),
+            "method_idea": gr.Markdown(ui_text(f"saliency.{method}.idea"),
+                                       elem_id="fm-method-idea")}
 
 
 # The /feature_maps API's parameters, in this order (`source` is a State: not part of the API).
@@ -606,13 +613,14 @@ def _controls(settings, checkpoint, owner, layer=None, cam_class=PREDICTED,
     layers, classes, note = _safe_controls(settings, checkpoint, owner)
     has_convs = bool(layers) or not checkpoint
     offered = [value for _, value in method_choices(has_convs)]
-    method = method if method in offered else offered[0] if has_convs else "occlusion"
+    # A method still offered is not sent back: a click on the picker made while this ran stays.
+    kept = {} if method in offered else {"value": offered[0]}
     return (gr.update(choices=layers, value=layer if layer in layers else
                       (layers[0] if layers else None)),
             gr.update(choices=cam_choices(classes[1:]),
                       value=cam_class if cam_class in classes else PREDICTED),
-            gr.update(choices=method_choices(has_convs), value=method),
-            method_idea(method, has_convs), note)
+            gr.update(choices=method_choices(has_convs), **kept),
+            method_idea(kept.get("value", method), has_convs), note)
 
 
 @common.friendly_errors
