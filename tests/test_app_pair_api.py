@@ -77,3 +77,6 @@ def test_feature_maps_pair_api_refuses_an_unknown_method_and_checkpoint(client):
         client.predict("mnist_cnn", "mnist_cnn", image, method="lime", api_name="/feature_maps_pair")
     with pytest.raises(Exception, match="No checkpoint named 'nope'"):
         client.predict("mnist_cnn", "nope", image, api_name="/feature_maps_pair")
+    # Only checkpoints this visitor may see are opened, never a path the caller names.
+    with pytest.raises(Exception, match="No checkpoint named 'passwd'"):
+        client.predict("/etc/passwd", "mnist_cnn", image, api_name="/feature_maps_pair")

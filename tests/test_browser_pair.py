@@ -1,8 +1,6 @@
 """The Feature maps tab's saliency picker and its two-checkpoint comparison in a real browser."""
 from pathlib import Path
 
-import pytest
-
 from test_browser_inspect import need, open_tab, pick
 
 ROOT = Path(__file__).resolve().parents[1]
