@@ -62,6 +62,13 @@ def test_latency_benchmark_library_part_runs():
         assert r[key] > 0
 
 
+def test_saliency_benchmark_runs():
+    r = run_benchmark("saliency.py")
+    for method in ("grad_cam", "grad_cam_plus_plus", "occlusion", "input_gradient"):
+        assert r[f"library_{method}_shapes_cnn_ms"] > 0 and r[f"handler_pair_{method}_ms"] > 0
+    assert r["library_occlusion_shapes_cnn_vs_grad_cam"] > 0
+
+
 def test_memory_benchmark_training_part_runs():
     r = run_benchmark("memory.py", "--no-app")
     assert r["training_child_peak_rss_mb"] >= r["training_child_peak_private_mb"] > 0

@@ -1,10 +1,13 @@
 """Feature maps tab: look inside a trained network.
 
 Pick a checkpoint and an image; see the input exactly as the model sees it, what each convolution
-responds to, the first layer's filters, where the evidence for a class lies (Grad-CAM) and the
-top-5 prediction. A fully connected network has no spatial maps: it says so and shows its hidden
-activations instead. Below, the "Errors" accordion (errors.py, /errors) shows the checkpoint's
-confusion matrix on its test set and the images behind any cell.
+responds to, the first layer's filters, where the evidence for a class lies (a saliency map:
+Grad-CAM, Grad-CAM++, occlusion or the input gradient, each with its one-line idea on screen) and
+the top-5 prediction. A fully connected network has no spatial maps: it says so, shows its hidden
+activations instead and is offered the two saliency methods that need no convolutions. Below, the
+"Compare with another checkpoint" accordion (pair.py, /feature_maps_pair) puts a second checkpoint
+beside the first on the same image, and the "Errors" accordion (errors.py, /errors) shows the
+checkpoint's confusion matrix on its test set and the images behind any cell.
 
 The first half of this file (cached checkpoint loading, an image input that lets broken files
 reach the handler, the upload/draw input and turning either into the model's input) is shared
@@ -33,6 +36,10 @@ from .storage import owner_of
 # The Grad-CAM picker's value for "explain whatever the model predicts": the English text (API
 # callers send it; `cam_choices` gives it a label in the visitor's language).
 PREDICTED = str(text("features.predicted"))
+DEFAULT_METHOD = "grad_cam"  # the saliency method the tab (and /feature_maps) starts with
+# Methods that read a convolution's feature maps: an MLP has none, so it is offered the others.
+CONV_METHODS = ("grad_cam", "grad_cam_plus_plus")
+OCCLUSION_FLOOR = 0.01  # occlusion's colours span at least a 1-point drop in probability
 DISPLAY_SIZE = 224  # small inputs are enlarged (nearest neighbour) to about this many pixels
 CANVAS = (400, 400)
 DIGIT_MODEL = "mnist_cnn"  # the digit model a drawing switches to, when there is one
@@ -376,11 +383,12 @@ def _safe_controls(settings, checkpoint, owner=None):
 
 
 def run_feature_maps(settings, checkpoint, image, sketch=None, *, source="image", layer=None,
-                     channels=16, cam_class=PREDICTED, digit_mode=True, owner=None):
+                     channels=16, cam_class=PREDICTED, digit_mode=True, method=DEFAULT_METHOD,
+                     owner=None):
     """Everything the tab shows for one checkpoint and one image.
 
-    Returns (model input, feature maps or hidden activations, filters, Grad-CAM overlay,
-    top-5 {label: prob}, note).
+    Returns (model input, feature maps or hidden activations, filters, saliency overlay (the
+    `method` of `saliency.METHODS`), top-5 {label: prob}, note).
     """
     from ..inspect import NO_SPATIAL_MESSAGE, hidden_activations, predict
     from ..models import conv_layers
@@ -390,16 +398,17 @@ def run_feature_maps(settings, checkpoint, image, sketch=None, *, source="image"
     image, drawn = choose_input(source, image, sketch)
     x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
     label = dict(predict(ckpt.model, x, ckpt.classes, top_k=5)[0])
+    saliency_img, saliency_note = saliency_overlay(ckpt, x, shown, method, cam_class)
     # The plots are labelled in the visitor's language, or say why not (no Chinese font).
     notice = font_notice()
     if not conv_layers(ckpt.model):
         activations = hidden_activations(ckpt.model, x)
-        return (shown, _render(hidden_activation_plot(activations)), None, None, label,
-                join(NO_SPATIAL_MESSAGE, text("features.hidden_below"), notice))
+        return (shown, _render(hidden_activation_plot(activations)), None, saliency_img, label,
+                join(join(NO_SPATIAL_MESSAGE, text("features.hidden_below")), saliency_note,
+                     notice, sep="\n\n"))
     maps_img, maps_note = _feature_maps(ckpt, x, layer, int(channels or 16))
-    cam_img, cam_note = _grad_cam(ckpt, x, shown, cam_class)
-    return (shown, maps_img, _filters_image(ckpt), cam_img, label,
-            join(maps_note, cam_note, notice, sep="\n\n"))
+    return (shown, maps_img, _filters_image(ckpt), saliency_img, label,
+            join(maps_note, saliency_note, notice, sep="\n\n"))
 
 
 def _feature_maps(ckpt, x, layer, channels):
@@ -417,17 +426,65 @@ def _feature_maps(ckpt, x, layer, channels):
     return feature_map_mosaic(maps), note
 
 
-def _grad_cam(ckpt, x, shown, cam_class):
-    """Grad-CAM for `cam_class` (the predicted class when PREDICTED) over the shown input."""
-    from ..inspect import grad_cam, overlay_heatmap
+def method_choices(has_convs=True, static=False) -> list:
+    """The saliency picker's (label, value) choices; without convolutions, only the methods that
+    work for every model. `static`: labels the page translates itself."""
+    from ..saliency import METHODS
 
+    say = ui_text if static else t
+    return [(say(f"saliency.{method}.name"), method) for method in METHODS
+            if has_convs or method not in CONV_METHODS]
+
+
+def method_idea(method, has_convs=True):
+    """The method's one-line idea, and for a model without convolutions why two are missing."""
+    from ..saliency import METHODS
+
+    return join(METHODS.get(method, METHODS[DEFAULT_METHOD]),
+                None if has_convs else text("saliency.mlp_methods"))
+
+
+def _class_to_explain(ckpt, cam_class):
+    """The class index `cam_class` names, or None for the predicted class."""
     if cam_class not in (None, "", PREDICTED, *ckpt.classes):
         raise ValueError(text("features.no_such_class", cam_class=cam_class, name=ckpt.path.stem,
                               classes=", ".join(ckpt.classes)))
-    target = None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
-    heat, explained = grad_cam(ckpt.model, x, target_class=target)
-    note = text("features.cam_note_predicted" if target is None else "features.cam_note",
-                label=ckpt.classes[explained])
+    return None if cam_class in (None, "", PREDICTED) else ckpt.classes.index(cam_class)
+
+
+def saliency_overlay(ckpt, x, shown, method=DEFAULT_METHOD, cam_class=PREDICTED):
+    """One saliency map over the shown input, and a sentence on what it explains.
+
+    For a method that needs convolutions the model lacks: no image, and the sentence says why and
+    what to pick instead. Occlusion's map is a probability drop: its colours run from no drop to
+    the largest one, which the sentence states (a confident model may lose only 1% to any one
+    patch, and a map on the absolute scale would then be blank). The scale is never finer than
+    OCCLUSION_FLOOR, so that a model no patch sways keeps a dark map instead of stretched noise.
+    """
+    from ..inspect import NoSpatialFeatures, overlay_heatmap
+    from ..saliency import METHODS, saliency_map
+
+    method = method or DEFAULT_METHOD
+    if method not in METHODS:
+        raise ValueError(text("saliency.unknown_method", method=repr(method),
+                              available=", ".join(METHODS)))
+    name = text(f"saliency.{method}.name")
+    target = _class_to_explain(ckpt, cam_class)
+    try:
+        heat, explained = saliency_map(method, ckpt.model, x, target)
+    except NoSpatialFeatures:
+        return None, text("saliency.needs_convs", method=name)
+    label = ckpt.classes[explained]
+    if method == "grad_cam":
+        note = text("features.cam_note_predicted" if target is None else "features.cam_note",
+                    label=label)
+    else:
+        note = text("saliency.note_predicted" if target is None else "saliency.note",
+                    method=name, label=label)
+    if method == "occlusion":
+        largest = float(heat.max())
+        note = join(note, text("saliency.occlusion_drop", drop=largest))
+        heat = heat.clamp(min=0) / max(largest, OCCLUSION_FLOOR)
     return overlay_heatmap(shown.transpose(2, 0, 1), heat), note
 
 
@@ -497,6 +554,7 @@ def layout(settings) -> dict:
             view["cam_class"] = gr.Dropdown(label=ui_text("features.cam_class"),
                                             choices=cam_choices(classes[1:], static=True),
                                             value=PREDICTED, allow_custom_value=True)
+            view.update(_saliency_picker(bool(layers) or not view["checkpoint"].value))
             view["run"] = gr.Button(ui_text("features.run"), variant="primary", elem_id="fm-run")
         with gr.Column(scale=2):
             # In English until the tab opens (`on_tab` says it in the visitor's language).
@@ -513,41 +571,70 @@ def layout(settings) -> dict:
                                     elem_id="fm-maps")
             view["filters"] = gr.Image(label=ui_text("features.filters"), format="png",
                                        interactive=False, height=320, elem_id="fm-filters")
+    from . import pair  # here, not at the top: pair.py builds on this module's helpers
+
+    view["pair"] = pair.layout(settings)
     view["errors"] = errors.layout()
     return view
 
 
+def _saliency_picker(has_convs: bool) -> dict:
+    """The saliency method picker and, below it, the picked method's one-line idea."""
+    method = DEFAULT_METHOD if has_convs else "occlusion"
+    return {"method": gr.Radio(method_choices(has_convs, static=True), value=method,
+                               label=ui_text("saliency.method"), elem_id="fm-method"),
+            "method_idea": gr.Markdown(ui_text(f"saliency.{method}.idea"),
+                                       elem_id="fm-method-idea")}
+
+
 # The /feature_maps API's parameters, in this order (`source` is a State: not part of the API).
-FORM = ("checkpoint", "image", "sketch", "source", "layer", "channels", "cam_class", "digit_mode")
+# `method` came last, with a default: calls written before it existed still work.
+FORM = ("checkpoint", "image", "sketch", "source", "layer", "channels", "cam_class", "digit_mode",
+        "method")
 OUTPUTS = ("seen", "maps", "filters", "cam", "prediction", "note")
 
 
 @common.friendly_errors
 def show_feature_maps(settings, request: gr.Request = None, *, checkpoint, image, sketch=None,
-                      layer=None, **options):
-    """Feature maps, first-layer filters, Grad-CAM and the top-5 prediction for one image.
+                      layer=None, method=DEFAULT_METHOD, **options):
+    """Feature maps, first-layer filters, a saliency map and the top-5 prediction for one image.
 
-    `sketch` and `layer` have defaults here so that the API may leave them out (their components
-    can start empty, and gradio then takes a parameter's default from here)."""
-    return run_feature_maps(settings, checkpoint, image, sketch, layer=layer,
+    `sketch`, `layer` and `method` have defaults here so that the API may leave them out (their
+    components can start empty, and gradio then takes a parameter's default from here)."""
+    return run_feature_maps(settings, checkpoint, image, sketch, layer=layer, method=method,
                             owner=owner_of(request), **options)
 
 
-def _controls(settings, checkpoint, owner, layer=None, cam_class=PREDICTED):
-    """Updates of the layer and Grad-CAM pickers and the note for `checkpoint`, keeping the
-    picked layer and class when the checkpoint has them."""
+def _controls(settings, checkpoint, owner, layer=None, cam_class=PREDICTED,
+              method=DEFAULT_METHOD):
+    """Updates of the layer, class and saliency pickers, the method's idea and the note for
+    `checkpoint`, keeping the picked layer, class and method when the checkpoint has them. A
+    model without convolutions is offered only the methods that work for it."""
     layers, classes, note = _safe_controls(settings, checkpoint, owner)
+    has_convs = bool(layers) or not checkpoint
+    offered = [value for _, value in method_choices(has_convs)]
+    # A method still offered is not sent back: a click on the picker made while this ran stays.
+    kept = {} if method in offered else {"value": offered[0]}
     return (gr.update(choices=layers, value=layer if layer in layers else
                       (layers[0] if layers else None)),
             gr.update(choices=cam_choices(classes[1:]),
                       value=cam_class if cam_class in classes else PREDICTED),
-            note)
+            gr.update(choices=method_choices(has_convs), **kept),
+            method_idea(kept.get("value", method), has_convs), note)
 
 
 @common.friendly_errors
-def on_checkpoint(settings, checkpoint, request: gr.Request):
-    """The layers, the Grad-CAM classes and the note of a newly picked checkpoint."""
-    return _controls(settings, checkpoint, owner_of(request))
+def on_checkpoint(settings, checkpoint, method, request: gr.Request):
+    """The layers, classes, saliency methods and the note of a newly picked checkpoint."""
+    return _controls(settings, checkpoint, owner_of(request), method=method)
+
+
+@common.friendly_errors
+def on_method(settings, checkpoint, method, request: gr.Request = None):
+    """The picked saliency method's one-line idea (for a model without convolutions, with the
+    sentence on why two methods are missing: a new checkpoint's pick also lands here)."""
+    layers, _, _ = _safe_controls(settings, checkpoint, owner_of(request))
+    return method_idea(method, bool(layers) or not checkpoint)
 
 
 @common.friendly_errors
@@ -556,21 +643,24 @@ def show_sample(settings, checkpoint, index, request: gr.Request):
 
 
 @common.friendly_errors
-def on_tab(settings, current, layer, cam_class, request: gr.Request):
+def on_tab(settings, current, layer, cam_class, method, request: gr.Request):
     """The tab opened: new checkpoints, and the pickers' labels and the note said in the
     visitor's language (the page was drawn before anybody's language was known)."""
     owner = owner_of(request)
     picker = refreshed_choices(settings, current, owner=owner)
-    return (picker, *_controls(settings, picker["value"], owner, layer, cam_class))
+    return (picker, *_controls(settings, picker["value"], owner, layer, cam_class, method))
 
 
 def build(settings, tab=None) -> None:
     threading.Thread(target=_warm_up, daemon=True).start()
     view = layout(settings)
     wire_source_tabs(settings, view, view["checkpoint"])
-    view["checkpoint"].change(with_settings(on_checkpoint, settings), view["checkpoint"],
-                              [view["layer"], view["cam_class"], view["note"]],
+    controls = [view[name] for name in ("layer", "cam_class", "method", "method_idea", "note")]
+    view["checkpoint"].change(with_settings(on_checkpoint, settings),
+                              [view["checkpoint"], view["method"]], controls,
                               api_visibility="private")
+    view["method"].change(with_settings(on_method, settings), [view["checkpoint"], view["method"]],
+                          view["method_idea"], api_visibility="private")
     view["run"].click(with_settings(show_feature_maps, settings),
                       inputs_kwargs={name: view[name] for name in FORM},
                       outputs=[view[name] for name in OUTPUTS], api_name="feature_maps",
@@ -580,8 +670,10 @@ def build(settings, tab=None) -> None:
                          [view["image"], view["sample_note"], view["sample_index"]],
                          api_visibility="private")
     errors.wire(settings, view["errors"], view["checkpoint"])
+    from . import pair  # see layout
+
+    pair.wire(settings, view["pair"], view, tab)
     if tab is not None:
         tab.select(with_settings(on_tab, settings),
-                   [view["checkpoint"], view["layer"], view["cam_class"]],
-                   [view["checkpoint"], view["layer"], view["cam_class"], view["note"]],
-                   api_visibility="private", queue=False)
+                   [view[name] for name in ("checkpoint", "layer", "cam_class", "method")],
+                   [view["checkpoint"], *controls], api_visibility="private", queue=False)
