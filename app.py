@@ -61,6 +61,11 @@ def parse_args(argv=None):
                         "folded away, lessons in three steps (each visitor can turn it off)")
     p.add_argument("--max-upload-mb", type=float, default=_env_float("VISION_LAB_MAX_UPLOAD_MB") or 200,
                    help="largest file a visitor may upload")
+    p.add_argument("--mcp", action="store_true",
+                   default=env("VISION_LAB_MCP", "").strip().lower() in ("1", "true", "yes"),
+                   help="also serve the main functions (classify, feature_maps, train, compare, "
+                        "augment) as MCP tools for AI agents, at /gradio_api/mcp/ "
+                        "(needs: pip install \"mcp>=1.21,<2\")")
     args = p.parse_args(argv)
     if args.public is None:
         env_public = env("VISION_LAB_PUBLIC")
@@ -112,6 +117,12 @@ def keep_startup_objects() -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mcp:
+        from vision_lab.ui.agents import mcp_missing
+
+        missing = mcp_missing()
+        if missing:
+            raise SystemExit(missing)   # said at once, before the app is built
     interval = os.environ.get("VISION_LAB_SWITCH_INTERVAL_MS")
     if interval:  # a diagnostic (benchmarks/classroom.py): how often threads trade the GIL
         import sys
@@ -143,8 +154,12 @@ def main(argv=None):
             if fn.api_name in ("classify", "feature_maps"):
                 fn.concurrency_limit = int(limit) if limit != "none" else None
     calm_queue(demo)
+    if args.mcp:
+        from vision_lab.ui.agents import expose_tools
+
+        expose_tools(demo)
     demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+        mcp_server=args.mcp, server_name=args.host, server_port=args.port, share=args.share, css=CSS,
         # Checkpoint folders are allowed so that a handler may hand out a run from them, wherever
         # they are; the visitors' private runs inside are never served by path (HidePrivateRuns).
         allowed_paths=list(dict.fromkeys(settings.checkpoint_dirs + [settings.runs_dir])),

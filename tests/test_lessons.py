@@ -173,3 +173,86 @@ def test_every_lesson_claim_holds_on_real_mnist_beyond_its_seed_spread(name, sha
     result = run_lesson(name, "mnist", "default", data_root=str(shared_mnist), out_dir=tmp_path)
     print(f"{name}: {result.verdict.text} ({result.seconds:.0f} s)")
     assert result.verdict.holds, result.verdict.text
+
+
+# ---- the learning-curves lesson -----------------------------------------------------------------
+
+from vision_lab.lessons import CURVE_SHARES, curve_points  # noqa: E402
+
+CURVES = "Learning curves: MLP vs CNN"
+
+
+def test_learning_curves_train_each_model_on_growing_shares_for_the_same_steps():
+    plan = build_plan(CURVES, "shapes", "default")
+    assert [(c.model, c.train_fraction) for _, c in plan.runs] == \
+        [(m, s) for m in ("mlp", "cnn") for s in CURVE_SHARES]
+    # One dataset loaded once; the shares are taken from its training images.
+    assert len({data_key(c) for _, c in plan.runs}) == 1
+    # Each run takes the same number of steps: a smaller share is seen for more epochs.
+    passes = {round(c.epochs * c.train_fraction, 1) for _, c in plan.runs}
+    assert passes == {3.0}
+    assert set(plan.curve.values()) == {"MLP", "CNN"} and set(plan.curve) == {l for l, _ in plan.runs}
+    assert plan.claim.weights == {"MLP, 100% of the images": 1, "MLP, 5% of the images": -1,
+                                  "CNN, 100% of the images": 1, "CNN, 5% of the images": -1}
+
+
+def test_a_train_share_keeps_every_class_and_grows_by_adding_images(tiny_shapes):
+    import torch
+
+    small, large = tiny_shapes.with_train_share(0.25, 0), tiny_shapes.with_train_share(0.5, 0)
+    n = len(tiny_shapes.train_images)
+    assert len(small.train_images) < len(large.train_images) < n
+    assert set(small.train_labels.tolist()) == set(tiny_shapes.train_labels.tolist())
+    # The smaller share's images are among the larger one's (a curve adds images, never swaps).
+    flat = lambda d: {bytes(img.numpy()) for img in d.train_images}  # noqa: E731
+    assert flat(small) <= flat(large)
+    assert torch.equal(small.val_images, tiny_shapes.val_images)
+    assert torch.equal(small.test_images, tiny_shapes.test_images)
+    assert tiny_shapes.with_train_share(1.0, 0) is tiny_shapes
+
+
+def test_a_run_on_a_share_learns_from_that_many_images(tiny_shapes, tmp_path):
+    from vision_lab.training import train
+
+    config = TrainConfig(model="mlp", epochs=1, batch_size=16, train_fraction=0.25,
+                         out=str(tmp_path / "share.safetensors"))
+    end = [ev for ev in train(config, data=tiny_shapes) if isinstance(ev, RunEnd)][0]
+    assert end.history[0]["images"] == len(tiny_shapes.with_train_share(0.25, 0).train_images)
+    with pytest.raises(ValueError, match="share of training images"):
+        TrainConfig(train_fraction=0).validate()
+
+
+def test_the_learning_curve_plots_test_accuracy_against_images_on_a_log_axis():
+    from vision_lab.plots import learning_curve
+
+    plan = build_plan(CURVES, "shapes", "default")
+    labels = [label for label, _ in plan.runs]
+
+    def end(images, acc):
+        return RunEnd("completed", "", 1, [{"epoch": 1, "images": images}], None, {"test_acc": acc})
+
+    ends = {labels[0]: [end(90, 0.1), end(90, 0.2)], labels[3]: [end(1800, 0.3), end(1800, 0.5)],
+            labels[7]: [end(1800, 0.9)], labels[4]: [RunEnd("stopped", "", 1, [], None, {})]}
+    lines = curve_points(plan, ends)
+    assert lines == {"MLP": {90: [0.1, 0.2], 1800: [0.3, 0.5]}, "CNN": {1800: [0.9]}}
+    fig = learning_curve(lines)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    mlp = ax.get_lines()[0]
+    assert list(mlp.get_xdata()) == [90, 1800] and list(mlp.get_ydata()) == pytest.approx([15, 40])
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["90", "1800"]
+
+
+def test_the_compare_tab_shows_a_learning_curve_for_the_lesson(tiny_shapes):
+    from vision_lab.ui.compare import LiveComparison
+
+    plan = build_plan(CURVES, "shapes", "quick")
+    live = LiveComparison(plan, tiny_shapes)
+    label = plan.runs[0][0]
+    live.add((label, 0, RunEnd("completed", "", 1, [{"epoch": 1, "images": 14, "seconds": 0.1}],
+                               None, {"test_acc": 0.2})))
+    acc, loss = live.figures()
+    assert acc.axes[0].get_xscale() == "log" and loss.axes[0].get_xscale() == "linear"
+    assert list(acc.axes[0].get_lines()[0].get_xdata()) == [14]
+    plain = LiveComparison(build_plan("MLP vs CNN", "shapes", "quick"), tiny_shapes)
+    assert plain.figures()[0].axes[0].get_xscale() == "linear"

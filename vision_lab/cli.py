@@ -60,6 +60,9 @@ TRAIN_FLAGS = {
     "subset_train": ("--subset-train", "use this many training images (validation included)"),
     "subset_test": ("--subset-test", None),
     "val_fraction": ("--val-fraction", "of the training images, held out for validation (default 0.1)"),
+    "train_fraction": ("--train-fraction", "learn from this share of the training images, the "
+                                           "validation and test images staying whole (a point of a "
+                                           "learning curve; default 1)"),
     "data_seed": ("--data-seed", "picks the subsets and the validation images"),
     "seed": ("--seed", "initial weights, batch order and augmentation"),
     "device": ("--device", "auto, cpu, cuda or mps"),

@@ -59,6 +59,9 @@ class Plan:
     runs: list[tuple[str, TrainConfig]]
     seeds: int
     claim: Claim | None = None
+    # A learning curve's lines: run label -> the line (model) its point belongs to. A lesson with
+    # one shows final test accuracy against training images instead of accuracy per epoch.
+    curve: dict[str, Text] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,29 @@ def speedrun_recipe(dataset: str = "shapes", size: str = "default") -> Plan:
     return _plan(size, runs, Claim(text("lessons.claim.speedrun_recipe"), {speedrun: 1, course: -1}))
 
 
+# The learning curve's points: shares of the training images. Every run takes the same number of
+# steps (a smaller share is seen for more epochs), so a point differs from the next only in how
+# many different images the model learnt from, not in how long it trained.
+CURVE_SHARES = (0.05, 0.2, 0.5, 1.0)
+CURVE_EPOCHS = 3   # at the whole training set; 60 at 5% (shapes and MNIST alike, see the README)
+
+
+def learning_curves(dataset: str = "shapes", size: str = "default") -> Plan:
+    # The claim compares each model's ends of the curve: all of the images against the fewest.
+    # (The quick size trains every share for its usual 2 epochs: a first look, with no verdict.)
+    runs, curve, weights = [], {}, {}
+    for model in ("mlp", "cnn"):
+        line = text(f"lessons.run.{model}")
+        for share in CURVE_SHARES:
+            label = text("lessons.run.share_of_images", model=line, percent=round(100 * share))
+            config = _base(dataset, size, model=model, epochs=round(CURVE_EPOCHS / share))
+            runs.append((label, replace(config, train_fraction=share)))
+            curve[label] = line
+            if share in (min(CURVE_SHARES), max(CURVE_SHARES)):
+                weights[label] = 1 if share == max(CURVE_SHARES) else -1
+    return Plan(runs, SIZES[size]["seeds"], Claim(text("lessons.claim.learning_curves"), weights), curve)
+
+
 # The keys are the lessons' identifiers (the API and the CLI take them); lesson_title(name) is what
 # to show. Each lesson's texts are keyed by its build function's name: lessons.name.<build>,
 # lessons.question.<build>, lessons.claim.<build>.
@@ -190,6 +216,7 @@ LESSONS: dict[str, Lesson] = {
     "Pretrained vs from-scratch ResNet18": Lesson(text("lessons.question.pretrained_resnet"), pretrained_resnet,
                                                   needs_pretrained=True),
     "Course recipe vs speedrun recipe": Lesson(text("lessons.question.speedrun_recipe"), speedrun_recipe),
+    "Learning curves: MLP vs CNN": Lesson(text("lessons.question.learning_curves"), learning_curves),
 }
 
 
@@ -388,6 +415,19 @@ def verdict(claim: Claim, ends: dict[str, list[RunEnd]]) -> Verdict | None:
     said = text("lessons.verdict.holds" if holds else "lessons.verdict.not_shown", claim=claim.sentence,
                 margin=margin, spread=spread, metric=name, seeds=len(per_seed))
     return Verdict(holds, margin, spread, len(per_seed), said, per_seed)
+
+
+def curve_points(plan: Plan, ends: dict[str, list[RunEnd]]) -> dict[Text, dict[int, list[float]]]:
+    """A learning-curve lesson's finished runs as plots.learning_curve takes them: line ->
+    {training images: [test accuracy of each seed]}. A run stopped before its test is left out."""
+    lines: dict[Text, dict[int, list[float]]] = {}
+    for label, line in (plan.curve or {}).items():
+        points = lines.setdefault(line, {})
+        for end in ends.get(label, []):
+            if end.history and end.metrics.get("test_acc") is not None:
+                images = end.history[-1]["images"]   # an epoch is one pass over the run's images
+                points.setdefault(images, []).append(end.metrics["test_acc"])
+    return lines
 
 
 @dataclass

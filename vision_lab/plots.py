@@ -302,6 +302,40 @@ def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") ->
 
 
 @_styled
+def learning_curve(lines: dict[str, dict[int, list[float]]]) -> Figure:
+    """Test accuracy against the number of training images, on a log axis: one line per model
+    (its seeds' mean) with a band from their min to max. `lines` maps a model to
+    {training images: [test accuracy of each seed, in 0..1]}."""
+    fig, ax = _single_axes_figure()
+    ax.set(title=t("plots.curve.title"), xlabel=t("plots.curve.images"),
+           ylabel=t("plots.axis.accuracy"))
+    lines = {label: points for label, points in lines.items() if points}
+    if not lines:
+        _show_message(ax, t("plots.curve.waiting"))
+        return fig
+    ax.set_xscale("log")
+    sizes = sorted({n for points in lines.values() for n in points})
+    for i, (label, points) in enumerate(lines.items()):
+        xs = sorted(points)
+        accs = [100 * np.asarray(points[n], dtype=float) for n in xs]
+        colour = f"C{i % 10}"
+        ax.plot(xs, [a.mean() for a in accs], color=colour, marker="o", label=i18n.render(label))
+        if max(len(a) for a in accs) > 1:
+            ax.fill_between(xs, [a.min() for a in accs], [a.max() for a in accs], color=colour,
+                            alpha=0.15, linewidth=0)
+    most_seeds = max(len(v) for points in lines.values() for v in points.values())
+    if most_seeds > 1:
+        ax.set_title(t("plots.epochs.over_seeds", title=ax.get_title(), seeds=most_seeds),
+                     fontsize=rcParams["axes.labelsize"])
+    # The ticks are the sizes trained on, written out: a log axis's 10^2 says less to a student.
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+@_styled
 def lr_curve(history: list[dict]) -> Figure:
     """Learning rate per epoch; log scale when it spans more than a factor of 10."""
     fig, ax = _single_axes_figure(9, 4.5)

@@ -68,6 +68,7 @@ class TrainConfig:
     subset_train: int | None = None      # None: all training images (the validation set included)
     subset_test: int | None = None
     val_fraction: float = 0.1            # of the training images, held out for validation
+    train_fraction: float = 1.0          # learn from this share of the training images (a learning curve)
     data_seed: int = 0                   # picks the subsets and the validation images
     image_size: int | None = None        # None: the dataset's own size
     model: str = "cnn"
@@ -155,6 +156,8 @@ class TrainConfig:
             raise ValueError(text("training.negative_patience"))
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction <= 0.5):
             raise ValueError(text("training.bad_val_fraction", value=self.val_fraction))
+        if not (isinstance(self.train_fraction, (int, float)) and 0 < self.train_fraction <= 1):
+            raise ValueError(text("training.bad_train_fraction", value=self.train_fraction))
         if self.val_fraction == 0 and (self.early_stopping_patience or self.scheduler == "plateau"):
             raise ValueError(text("training.needs_val.early_stopping" if self.early_stopping_patience
                                   else "training.needs_val.plateau"))
@@ -1037,6 +1040,9 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
         data = load_data(config)
         for m in data.messages:
             yield Status(m)
+    if config.train_fraction < 1:
+        # The validation and test images stay whole, so runs on different shares are judged alike.
+        data = data.with_train_share(config.train_fraction, config.data_seed)
     run = None
     try:
         run = yield from _set_up(config, data)

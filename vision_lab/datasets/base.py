@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -49,6 +49,16 @@ class ImageData:
         if name == "val" and not self.has_validation:
             raise ValueError(text("datasets.split.no_validation", name=self.name))
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+
+    def with_train_share(self, share: float, seed: int) -> "ImageData":
+        """The same data learning from `share` of its training images (every class keeps at least
+        one). A smaller share's images are among a larger one's for the same seed: the points of a
+        learning curve add images, they do not swap them. Validation, test and the channel
+        statistics stay as they are, so runs on different shares are measured on the same images."""
+        if share >= 1:
+            return self
+        kept, _ = split_per_class(self.train_labels, 1 - share, seed)
+        return replace(self, train_images=self.train_images[kept], train_labels=self.train_labels[kept])
 
 
 

@@ -213,9 +213,12 @@ class LiveComparison:
                 for label, ends in self.ends.items() if ends]
 
     def figures(self) -> tuple:
-        from ..plots import epoch_curves
+        from ..lessons import curve_points
+        from ..plots import epoch_curves, learning_curve
 
         seeds = {label: list(by_seed.values()) for label, by_seed in self.histories.items()}
+        if self.plan.curve:  # a learning curve: accuracy against training images, not epochs
+            return learning_curve(curve_points(self.plan, self.ends)), epoch_curves(seeds, "loss")
         return epoch_curves(seeds, "acc"), epoch_curves(seeds, "loss")
 
     def frame(self, status: str, figures: bool) -> tuple:
