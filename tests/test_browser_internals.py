@@ -3,6 +3,8 @@
 
 Screenshots: train_inside.png and compare_inside.png (see conftest.py for where they go).
 """
+import time
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -15,18 +17,21 @@ def open_tab(page, name):
 def test_train_tab_shows_inside_the_network_after_a_run(browser_page, screenshots):
     page = browser_page
     open_tab(page, "Train")
+    page.locator("#train-subset-train input").fill("800")
     page.get_by_label("Epochs").fill("4")
     page.locator("#train-start").click()
-    page.wait_for_function(
-        "document.querySelector('#train-status').innerText.includes('Finished 4 epoch')",
-        timeout=240_000)
+    status = page.locator("#train-status")
+    deadline = time.time() + 400
+    while "Finished 4 epoch" not in status.inner_text() and time.time() < deadline:
+        time.sleep(1)
+    assert "Finished 4 epoch" in status.inner_text(), status.inner_text()
     page.locator("#train-inside").get_by_text("Inside the network").first.click()   # open it
     page.locator("#train-inside-weights img").first.wait_for(timeout=60_000)
     note = page.locator("#train-inside-note").inner_text()
     assert "gradient norm" in note and "validation images" in note
     # Each quantity has its own figure: the activations' tab draws another one.
     page.get_by_role("tab", name="Activations", exact=True).click()
-    page.locator("#train-inside img").nth(0).wait_for(timeout=30_000)
+    page.locator("#train-inside-activations img").first.wait_for(timeout=30_000)
     page.get_by_role("tab", name="Weights", exact=True).click()
     page.locator("#train-inside").scroll_into_view_if_needed()
     page.locator("#train-inside").screenshot(path=str(screenshots / "train_inside.png"))

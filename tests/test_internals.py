@@ -103,7 +103,7 @@ def test_gradient_norms_follow_the_loss_scale():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
     x = torch.randn(8, 4)
     norms = []
-    for factor, scale in ((1.0, 1.0), (8.0, 1.0), (8.0, 8.0)):
+    for factor, scale in ((1.0, 1.0), (8.0, 1.0), (8.0, lambda: 8.0)):   # a scaler's get_scale too
         recorder = InternalsRecorder(model)
         model.zero_grad()
         (factor * model(x).square().mean()).backward()

@@ -19,7 +19,7 @@ throughput).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -85,11 +85,13 @@ class InternalsRecorder:
 
     # ---- gradients ----------------------------------------------------------------------------
 
-    def after_backward(self, scale: float = 1.0) -> None:
-        """Call after backward, before the optimizer step. `scale` is a loss scaler's factor."""
+    def after_backward(self, scale: float | Callable[[], float] = 1.0) -> None:
+        """Call after backward, before the optimizer step. `scale` is a loss scaler's factor, or
+        its get_scale (asked only at the steps that are read: on a GPU it waits for the GPU)."""
         self._step += 1
         if (self._step - 1) % GRAD_EVERY:
             return
+        scale = scale() if callable(scale) else scale
         norms, seen = [], []
         for _, layer in self.layers:
             grads = [p.grad for p in layer.parameters(recurse=False) if p.grad is not None]

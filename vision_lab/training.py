@@ -852,7 +852,7 @@ def _backward_and_step(run: _Run, loss: torch.Tensor) -> None:
         # before the step (skipped, with a smaller scale next time, if any overflowed).
         run.scaler.scale(loss).backward()
         if run.internals is not None:
-            run.internals.after_backward(scale=run.scaler.get_scale())
+            run.internals.after_backward(scale=run.scaler.get_scale)
         run.scaler.step(run.optimizer)
         run.scaler.update()
 

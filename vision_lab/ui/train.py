@@ -265,7 +265,8 @@ def _inside_layout(view: dict) -> None:
                 view["inside_weights"] = gr.Plot(label=ui_text("internals.train.weights"),
                                                  elem_id="train-inside-weights")
             with gr.Tab(ui_text("internals.train.activations"), elem_id="train-inside-activations-tab"):
-                view["inside_activations"] = gr.Plot(label=ui_text("internals.train.activations"))
+                view["inside_activations"] = gr.Plot(label=ui_text("internals.train.activations"),
+                                                     elem_id="train-inside-activations")
             with gr.Tab(ui_text("internals.train.grad_norms"), elem_id="train-inside-grad-tab"):
                 view["inside_grad"] = gr.Plot(label=ui_text("internals.train.grad_norms"))
 
