@@ -109,8 +109,8 @@ def test_gradient_norms_follow_the_loss_scale():
         (factor * model(x).square().mean()).backward()
         recorder.after_backward(scale=scale)
         norms.append([layer["grad_norm"] for layer in recorder.epoch_record()["layers"]])
-    assert norms[1] == pytest.approx([8 * n for n in norms[0]])
-    assert norms[2] == pytest.approx(norms[0])
+    assert norms[1] == pytest.approx([8 * n for n in norms[0]], rel=1e-3)   # four digits kept
+    assert norms[2] == pytest.approx(norms[0], rel=1e-3)
 
 
 def test_a_constant_tensor_is_summarised_without_error():

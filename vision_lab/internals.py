@@ -13,8 +13,9 @@ of every epoch, hands `training.train` one plain, JSON-ready dict (the `internal
   the epoch, read after backward and added up where the gradients live (no sync per step).
 
 Everything is measured on fixed samples, so two epochs (or two runs) are compared like with like.
-The cost is measured by `benchmarks/train_throughput.py --internals` (the budget: 3% of training
-throughput).
+The cost is measured by `benchmarks/internals.py` (the budget: 3% of training throughput).
+Figures keep four significant digits: an epoch of the CNN's record is about 4 KB of JSON, and
+runs are kept as JSON (the run cache, the shipped replays).
 """
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def _sample(values: torch.Tensor) -> torch.Tensor:
     return flat.float().cpu()
 
 
+def _short(value: float) -> float:
+    """Four significant digits: plenty for a plot, and half the JSON of a full float."""
+    return float(f"{value:.4g}")
+
+
 def summarise(values: torch.Tensor) -> dict:
     """Percentiles (PERCENTILES), standard deviation, and a BINS-bin histogram over the sample's
     own range: plain floats and ints, ready for JSON."""
@@ -62,13 +68,13 @@ def summarise(values: torch.Tensor) -> dict:
     if x.numel() == 0:
         return {"percentiles": [None] * len(PERCENTILES), "std": None,
                 "hist": {"lo": None, "hi": None, "counts": [0] * BINS}}
-    q = torch.quantile(x, torch.tensor(PERCENTILES, dtype=torch.float32) / 100).tolist()
+    q = [_short(v) for v in torch.quantile(x, torch.tensor(PERCENTILES, dtype=torch.float32) / 100).tolist()]
     lo, hi = float(x.min()), float(x.max())
     # histc needs a range: a constant tensor gets one of its own width around the value.
     width = hi - lo if hi > lo else max(abs(lo), 1.0) * 1e-6
     counts = torch.histc(x, bins=BINS, min=lo, max=lo + width).long().tolist()
-    std = float(x.std()) if x.numel() > 1 else 0.0
-    return {"percentiles": q, "std": std, "hist": {"lo": lo, "hi": lo + width, "counts": counts}}
+    std = _short(float(x.std())) if x.numel() > 1 else 0.0
+    return {"percentiles": q, "std": std, "hist": {"lo": _short(lo), "hi": _short(lo + width), "counts": counts}}
 
 
 class InternalsRecorder:
@@ -154,7 +160,7 @@ class InternalsRecorder:
         grads = [None] * len(self.layers)
         if self._grad_sums is not None:
             sums, counts = self._grad_sums.tolist(), self._grad_counts.tolist()
-            grads = [s / c if c else None for s, c in zip(sums, counts)]
+            grads = [_short(s / c) if c else None for s, c in zip(sums, counts)]
         with torch.no_grad():
             layers = [{"name": name, "kind": type(layer).__name__,
                        "weight": summarise(layer.weight),
