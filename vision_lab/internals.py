@@ -51,7 +51,9 @@ def _sample(values: torch.Tensor) -> torch.Tensor:
     flat = flat.reshape(-1)
     if flat.numel() > SAMPLE:
         picks = torch.randint(flat.numel(), (SAMPLE,), generator=torch.Generator().manual_seed(0))
-        flat = flat[picks.to(flat.device)]
+        # index_select, not flat[picks]: on a busy 2-core CPU advanced indexing wakes a second
+        # thread and took 8 ms where this takes 5 µs.
+        flat = flat.index_select(0, picks.to(flat.device))
     return flat.float().cpu()
 
 
@@ -64,7 +66,9 @@ def summarise(values: torch.Tensor) -> dict:
     """Percentiles (PERCENTILES), standard deviation, and a BINS-bin histogram over the sample's
     own range: plain floats and ints, ready for JSON."""
     x = _sample(values)
-    x = x[torch.isfinite(x)]
+    finite = torch.isfinite(x)
+    if not finite.all():      # a diverging run: summarise what is still a number (masking is slow)
+        x = x[finite]
     if x.numel() == 0:
         return {"percentiles": [None] * len(PERCENTILES), "std": None,
                 "hist": {"lo": None, "hi": None, "counts": [0] * BINS}}
@@ -72,7 +76,9 @@ def summarise(values: torch.Tensor) -> dict:
     lo, hi = float(x.min()), float(x.max())
     # histc needs a range: a constant tensor gets one of its own width around the value.
     width = hi - lo if hi > lo else max(abs(lo), 1.0) * 1e-6
-    counts = torch.histc(x, bins=BINS, min=lo, max=lo + width).long().tolist()
+    # Bins by hand: torch.histc takes milliseconds on a CPU for a few thousand values.
+    bins = ((x - lo) * (BINS / width)).long().clamp_(0, BINS - 1)
+    counts = torch.bincount(bins, minlength=BINS).tolist()
     std = _short(float(x.std())) if x.numel() > 1 else 0.0
     return {"percentiles": q, "std": std, "hist": {"lo": _short(lo), "hi": _short(lo + width), "counts": counts}}
 
