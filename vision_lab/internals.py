@@ -29,7 +29,7 @@ PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 SAMPLE = 4096                 # values per tensor that a summary looks at
 BINS = 24                     # histogram bins per summary
 ACTIVATION_IMAGES = 256       # validation images whose activations are summarised
-GRAD_EVERY = 4                # the gradient norm is read at every GRAD_EVERY-th step of an epoch
+GRAD_EVERY = 8                # the gradient norm is read at every GRAD_EVERY-th step of an epoch
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d,
                nn.BatchNorm3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -608,7 +608,8 @@ def internals_over_epochs(records: list[dict], quantity: str = "weight") -> Figu
         ax.imshow(table, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                   extent=(epochs[0] - 0.5, epochs[-1] + 0.5, lo, hi))
         for p, style in ((50, "-"), (5, "--"), (95, "--")):
-            values = [s["percentiles"][q.index(p)] if s else np.nan for s in summaries]
+            values = [np.nan if not s or s["percentiles"][q.index(p)] is None
+                      else s["percentiles"][q.index(p)] for s in summaries]
             ax.plot(epochs, values, color="white", linestyle=style, linewidth=1.5, marker="o",
                     markersize=3)
         ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
