@@ -11,7 +11,7 @@ import time
 
 from _common import PYTHON, ROOT, emit, machine, parser
 
-SCRIPTS = ["train_throughput", "floor", "latency", "memory", "app_overhead", "concurrency"]
+SCRIPTS = ["train_throughput", "floor", "internals", "latency", "memory", "app_overhead", "concurrency"]
 APP_SCRIPTS = {"app_overhead", "concurrency"}  # only the app; latency and memory take --no-app for their app parts
 
 # (summary key, benchmark, path in its JSON, target text)
@@ -21,6 +21,8 @@ TARGETS = [
     ("cnn_vision_lab_vs_course", "train_throughput", ("cnn", "vision_lab_vs_course"), ">= 1.45"),
     ("mlp_vision_lab_vs_course", "train_throughput", ("mlp", "vision_lab_vs_course"), ">= 3"),
     ("cnn_floor_raised_by", "train_throughput", ("cnn", "floor_vs_floor_course"), "(fused Adam + channels_last)"),
+    ("cnn_internals_on_vs_off", "internals", ("cnn", "on_vs_off"), ">= 0.97 (recording costs <= 3%)"),
+    ("cnn_internals_recorder_share", "internals", ("cnn", "recorder_share"), "<= 0.03 (the recorder's own time)"),
     ("live_update_overhead", "app_overhead", ("live_update_overhead",), "<= 0.05"),
     ("app_startup_vs_bare_imports", "app_overhead", ("app_startup_vs_bare_imports",), "<= 1.3"),
     ("library_classify_p50_ms", "latency", ("library_classify_p50_ms",), "<= 20 ms"),

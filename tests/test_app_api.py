@@ -36,6 +36,14 @@ def test_train_tiny_shapes_above_chance_with_checkpoint(client):
     assert "Finished 3 epoch" in status and "measured once on the kept model" in status
     assert command == summary["command"] == ("python -m vision_lab train --subset-train 600 "
                                              "--subset-test 200 --epochs 3 --seed 0")
+    # Inside the network: every epoch's internals, layer by layer (vision_lab/internals.py).
+    inside = summary["internals"]
+    assert [r["epoch"] for r in inside] == [1, 2, 3]
+    names = [layer["name"] for layer in inside[0]["layers"]]
+    assert names[0] == "features.0" and names[-1].startswith("classifier.")
+    for layer in inside[-1]["layers"]:
+        assert len(layer["weight"]["percentiles"]) == len(inside[-1]["percentiles"]) == 7
+        assert layer["activation"]["std"] > 0 and layer["grad_norm"] > 0
 
 
 def test_one_config_gives_the_same_first_epoch_in_the_app_and_the_cli(client, tmp_path):
@@ -76,8 +84,8 @@ def test_train_bad_input_gives_a_clear_message(client, kwargs, message):
 
 
 def test_compare_quick_returns_one_row_per_run(client):
-    status, verdict, table, *_ = client.predict(lesson_name="MLP vs CNN", dataset_name="shapes",
-                                                size_name="quick", api_name="/compare")
+    status, verdict, table, *_, inside = client.predict(lesson_name="MLP vs CNN", dataset_name="shapes",
+                                                        size_name="quick", api_name="/compare")
     assert "Done" in status
     # One seed at the quick size: a number, but no verdict on it.
     assert "with one seed" in verdict and "seed-to-seed noise" in verdict
@@ -88,6 +96,7 @@ def test_compare_quick_returns_one_row_per_run(client):
     for row in rows:
         record = dict(zip(headers, row))
         assert record["parameters"] > 0 and record["seeds"] == 1 and record["ended"] == "completed"
+    assert inside is not None      # the layers of both runs at their last epoch (a figure)
 
 
 def test_compare_pretrained_offline_says_so(client):

@@ -36,6 +36,15 @@ def test_train_throughput_benchmark_runs():
     assert r["batches"] > 0 and r["course_batches"] > 0
 
 
+def test_internals_benchmark_runs():
+    r = run_benchmark("internals.py", "--models", "cnn")
+    assert r["benchmark"] == "internals" and r["target_cost"] == 0.03
+    cnn = r["cnn"]
+    assert cnn["off_images_per_sec"] > 0 and cnn["on_images_per_sec"] > 0
+    assert cnn["on_vs_off"] > 0 and 0 < cnn["recorder_share"] < 1
+    assert len(cnn["round_ratios"]) == r["rounds"] == 1
+
+
 def test_floor_benchmark_runs():
     r = run_benchmark("floor.py")
     for key in ("default_images_per_sec", "threads_1_vs_default", "fused_adam_vs_default",

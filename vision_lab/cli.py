@@ -69,6 +69,8 @@ TRAIN_FLAGS = {
     "precision": ("--precision", "auto (bf16 or fp16 autocast on a GPU, fp32 elsewhere), fp32, bf16 "
                                  "or fp16"),
     "compile": ("--compile", "torch.compile: auto (on a GPU, when the run is long enough), on or off"),
+    "record_internals": ("--no-internals", "do not record each epoch's weight and activation "
+                                           "percentiles and gradient norms (the epoch events' internals)"),
     "data_root": ("--data-root", "where datasets are downloaded (default $VISION_LAB_DATA or ./data)"),
     "out": ("--out", "checkpoint path (default checkpoints/runs/…)"),
 }

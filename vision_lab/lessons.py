@@ -19,6 +19,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -62,6 +63,9 @@ class Plan:
     # A learning curve's lines: run label -> the line (model) its point belongs to. A lesson with
     # one shows final test accuracy against training images instead of accuracy per epoch.
     curve: dict[str, Text] | None = None
+    # What to look at inside the network: run label -> its seeds' last-epoch internals (see
+    # internals.py) -> one sentence, or None when they are not there (a replay from before them).
+    pointer: Callable[[dict[str, list[dict]]], Text | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,28 @@ def batchnorm(dataset: str = "shapes", size: str = "default") -> Plan:
     with_bn, without_bn = text("lessons.run.cnn_batchnorm"), text("lessons.run.cnn_no_batchnorm")
     runs = [(with_bn, _base(dataset, size, model_options=_options("cnn", batch_norm=True), **common)),
             (without_bn, _base(dataset, size, model_options=_options("cnn", batch_norm=False), **common))]
-    return _plan(size, runs, Claim(text("lessons.claim.batchnorm"), {with_bn: 1, without_bn: -1}))
+    plan = _plan(size, runs, Claim(text("lessons.claim.batchnorm"), {with_bn: 1, without_bn: -1}))
+    plan.pointer = partial(batchnorm_pointer, with_bn, without_bn)
+    return plan
+
+
+def batchnorm_pointer(with_bn: str, without_bn: str, internals: dict[str, list[dict]]) -> Text | None:
+    """The BatchNorm lesson's sentence on what to look at inside the network: the spread of what
+    each layer hands on, and the first layer's gradient norm, with and without BatchNorm (means
+    over the seeds at the last epoch)."""
+    from .internals import handed_on_spread
+
+    figures = {}
+    for label in (with_bn, without_bn):
+        seeds = [r for r in internals.get(label, []) if r and r.get("layers")]
+        spreads = [[std for _, std in handed_on_spread(r)] for r in seeds]
+        grads = [r["layers"][0]["grad_norm"] for r in seeds]
+        if not seeds or any(v is None for row in spreads for v in row) or None in grads:
+            return None
+        mean_spread = [statistics.fmean(column) for column in zip(*spreads)]
+        figures[label] = (" → ".join(f"{v:.2g}" for v in mean_spread), statistics.fmean(grads))
+    return text("internals.lesson.batchnorm", without=figures[without_bn][0], with_bn=figures[with_bn][0],
+                grad_without=figures[without_bn][1], grad_with=figures[with_bn][1])
 
 
 def augmentation(dataset: str = "shapes", size: str = "default") -> Plan:

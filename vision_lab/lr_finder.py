@@ -75,6 +75,7 @@ def find_lr(config: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, st
     torch.manual_seed(config.seed)
     data = data if data is not None else load_data(config)
     run = _drained(training._set_up(config, data))
+    run.internals = None  # a sweep has no epochs to record them for
     batches = _endless_batches(run)
     run.train_model.train()  # Dropout and BatchNorm behave as they do in training
 

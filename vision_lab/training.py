@@ -38,6 +38,7 @@ from . import distributed
 from .checkpoints import default_checkpoint_dir, save_checkpoint
 from .datasets import FOLDER_PREFIX, ImageData, load_dataset
 from .i18n import Text, listing, text
+from .internals import ACTIVATION_IMAGES, InternalsRecorder
 from .models import count_parameters, create_model, freeze_backbone, unfreeze_all
 from .preprocessing import Preprocessing
 from .recipes import recipe_settings
@@ -99,6 +100,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"              # autocast: auto = bf16 (else fp16) on CUDA, fp32 elsewhere
     compile: str = "auto"                # torch.compile: auto = on CUDA, when the run is long enough
+    record_internals: bool = True        # each epoch's weights, activations, gradient norms (internals.py)
     out: str | None = None               # checkpoint path; None: a new file under checkpoints/runs/
 
     def __post_init__(self):
@@ -239,6 +241,9 @@ class EpochEnd:
     lr: float
     images: int             # training images seen this epoch (all processes together)
     seconds: float
+    # Inside the network (internals.py): per layer, weight and activation percentiles and
+    # histograms and the gradient norm. None when not recorded (or a replay from before them).
+    internals: dict | None = None
     event: str = "epoch"
 
 
@@ -552,6 +557,7 @@ class _Run:
     best_loss: float = math.inf
     best_state: dict | None = None
     checkpoint: Path | None = None
+    internals: InternalsRecorder | None = None   # None: config.record_internals is off
 
     @property
     def is_main(self) -> bool:
@@ -632,6 +638,7 @@ def _set_up(config: TrainConfig, data: ImageData) -> Iterator[Status]:
     run.scheduler = make_scheduler(config, run.optimizer, config.epochs, run.schedule_steps)
     run.compiled = config.compile == "on"
     run.train_model = _training_model(run)
+    run.internals = InternalsRecorder(model) if config.record_internals else None
     return run
 
 
@@ -840,11 +847,15 @@ def _backward_and_step(run: _Run, loss: torch.Tensor) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is None:
         loss.backward()
+        if run.internals is not None:
+            run.internals.after_backward()
         run.optimizer.step()
     else:
         # float16 gradients would round to zero: scale the loss up, and the gradients back down
         # before the step (skipped, with a smaller scale next time, if any overflowed).
         run.scaler.scale(loss).backward()
+        if run.internals is not None:
+            run.internals.after_backward(scale=run.scaler.get_scale)
         run.scaler.step(run.optimizer)
         run.scaler.update()
 
@@ -966,6 +977,20 @@ def _evaluate_shared(run: _Run, images: torch.Tensor, labels: torch.Tensor, wors
                       most_confused=wrong)
 
 
+def _validate_and_watch(run: _Run, stop: threading.Event) -> tuple[EvalResult | None, dict | None]:
+    """The epoch's validation and, when the run records them, its internals: the activations are
+    caught during the validation pass itself (internals.py), or, without validation images, in
+    a forward pass of their own over the first training images."""
+    if run.internals is None:
+        return _validate(run, stop), None
+    with run.internals.watching_activations():
+        val = _validate(run, stop)
+    if not run.internals.has_activations():
+        images = run.images["train"][0][:ACTIVATION_IMAGES].to(run.device)
+        run.internals.record_activations(normalize_on_device(run.prep, images.float()))
+    return val, run.internals.epoch_record()
+
+
 def _end_epoch(run: _Run, record: dict) -> None:
     """Remember the epoch, keep the best weights, save a checkpoint, step the scheduler."""
     config = run.config
@@ -1057,13 +1082,13 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
             t0 = time.perf_counter()
             train_loss, train_acc, images = yield from _train_one_epoch(run, epoch, order_gen, augment_gen, stop)
             trained_at = time.perf_counter()
-            val = _validate(run, stop)
+            val, internals = _validate_and_watch(run, stop)
             record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val.loss if val else None, "val_acc": val.acc if val else None,
                       "lr": _current_lr(run.optimizer), "images": images,
                       "seconds": time.perf_counter() - t0}
             _end_epoch(run, record)
-            yield EpochEnd(**record)
+            yield EpochEnd(**record, internals=internals)
             yield from _after_epoch(run, trained_at)
             if config.early_stopping_patience and epoch - run.best_epoch >= config.early_stopping_patience:
                 yield _test_once(run, "early_stopped",

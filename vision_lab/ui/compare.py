@@ -25,7 +25,7 @@ from .storage import check_quota, owner_of
 CUSTOM = str(text("compare.custom"))
 CUSTOM_QUESTION = ui_text("compare.custom_question")
 STOPPING = text("compare.stopping")
-OUTPUTS = ("status", "verdict", "table", "acc_plot", "loss_plot")
+OUTPUTS = ("status", "verdict", "table", "acc_plot", "loss_plot", "inside_plot")
 # The results table's columns (lessons.SUMMARY_COLUMNS, what the API returns in English), by the
 # catalogue key of their heading.
 COLUMN_KEYS = {"run": "compare.column.run", "model": "compare.column.model",
@@ -120,6 +120,10 @@ def layout() -> dict:
                                                elem_id="compare-acc-plot")
                 with gr.Tab(ui_text("compare.loss_plot")):
                     view["loss_plot"] = gr.Plot(label=ui_text("compare.loss_plot"))
+                # Drawn when the comparison ends: each run's layers at its last epoch.
+                with gr.Tab(ui_text("internals.compare.tab"), elem_id="compare-inside-tab"):
+                    view["inside_plot"] = gr.Plot(label=ui_text("internals.compare.plot"),
+                                                  elem_id="compare-inside-plot")
     return view
 
 
@@ -221,11 +225,22 @@ class LiveComparison:
             return learning_curve(curve_points(self.plan, self.ends)), epoch_curves(seeds, "loss")
         return epoch_curves(seeds, "acc"), epoch_curves(seeds, "loss")
 
+    def last_internals(self) -> dict[str, list[dict]]:
+        """Each run's seeds' internals at their last epoch (training.EpochEnd.internals)."""
+        return {label: [h[-1].get("internals") for h in by_seed.values() if h]
+                for label, by_seed in self.histories.items()}
+
+    def inside_figure(self):
+        from ..plots import layer_profile
+
+        return layer_profile(self.last_internals())
+
     def frame(self, status: str, figures: bool) -> tuple:
         if not figures:
-            return status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         self.dirty = False
-        return (status, "", _table(self.rows()), *self.figures())  # the verdict comes at the end
+        # The verdict comes at the end, and so does the look inside the network.
+        return (status, "", _table(self.rows()), *self.figures(), gr.skip())
 
     def verdict(self) -> str:
         from ..lessons import verdict
@@ -236,7 +251,8 @@ class LiveComparison:
         if v is None:
             return text("compare.no_verdict")
         mark = {True: "✅", False: "⚠️", None: "ℹ️"}[v.holds]
-        return join(f"### {mark}", v.text)
+        pointer = self.plan.pointer(self.last_internals()) if self.plan.pointer else None
+        return join(join(f"### {mark}", v.text), pointer, sep="\n\n")
 
     def final(self, stop_pressed: bool) -> tuple:
         done, total = self.done_runs(), self.total_runs()
@@ -254,7 +270,7 @@ class LiveComparison:
         diverged = [r["run"] for r in rows if "diverged" in r["ended"]]
         if diverged:
             message = join(message, text("compare.diverged", runs=join(*diverged, sep=", ")))
-        return (message, self.verdict(), _table(rows), *self.figures())
+        return (message, self.verdict(), _table(rows), *self.figures(), self.inside_figure())
 
 
 @friendly_errors
@@ -284,7 +300,7 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     first = plan.runs[0][1]
     data = None
     if needs_data(first):  # a folder is known by its contents: load it to know the runs
-        yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None
+        yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None
         data = _data_for(first)
     specs = [RunSpec(config, run_key(config, data), label, seed)
              for label, seed, config in comparison_runs(plan)]
@@ -305,13 +321,13 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
         for line in RUNS.wait_in_line(ticket):
             # Values, not gr.skip(): gradio builds a component and its API schema for each
             # skipped output, every few seconds for every student of a class in line.
-            yield line, "", _table([]), None, None
+            yield line, "", _table([]), None, None, None
         if not ticket.admitted or ticket.left:
             yield (left_message(ticket, "compare.stopped_following"), *skip)
             return
         others = len(ticket.job.watchers()) - 1
         yield (text("compare.joined", others=others) if others > 0 else
-               text("compare.loading", dataset=dataset_name), "", _table([]), None, None)
+               text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None)
         live = SharedComparison(plan, shape, share)
         yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
         if ticket.left:
@@ -378,6 +394,10 @@ class SharedComparison(LiveComparison):
 
     def rows(self) -> list[dict]:
         return _SHARED.get(("rows", self._point()), lambda: LiveComparison.rows(self))
+
+    def inside_figure(self):
+        return _SHARED.get(("inside", current(), self._point()),
+                           lambda: _encoded(LiveComparison.inside_figure(self)))
 
 
 @friendly_errors

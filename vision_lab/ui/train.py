@@ -239,6 +239,7 @@ def _results_layout(settings, view: dict) -> None:
         with gr.Tab(ui_text("train.wrong_tab")):
             view["wrong"] = gr.Gallery(label=ui_text("train.wrong"),
                                        columns=8, height="auto", object_fit="contain")
+    _inside_layout(view)
     with gr.Row():
         with gr.Column(min_width=200):
             view["checkpoint_name"] = gr.Textbox(label=ui_text("train.checkpoint"),
@@ -254,6 +255,51 @@ def _results_layout(settings, view: dict) -> None:
     with gr.Accordion(ui_text("train.summary_group"), open=False, elem_classes=ADVANCED):
         view["result"] = gr.JSON(label=ui_text("train.summary"))
     view["your_runs"] = your_runs.layout(settings)
+
+
+def _inside_layout(view: dict) -> None:
+    """Inside the network (internals.py), drawn when a run ends from the /train summary's
+    `internals`: a histogram over epochs of each layer's weights and activations, and the
+    layers' gradient norms."""
+    with gr.Accordion(ui_text("internals.train.group"), open=False, elem_id="train-inside"):
+        view["inside_note"] = gr.Markdown(ui_text("internals.train.waiting"),
+                                          elem_id="train-inside-note")
+        with gr.Tabs():
+            with gr.Tab(ui_text("internals.train.weights"), elem_id="train-inside-weights-tab"):
+                view["inside_weights"] = gr.Plot(label=ui_text("internals.train.weights"),
+                                                 elem_id="train-inside-weights")
+            with gr.Tab(ui_text("internals.train.activations"), elem_id="train-inside-activations-tab"):
+                view["inside_activations"] = gr.Plot(label=ui_text("internals.train.activations"),
+                                                     elem_id="train-inside-activations")
+            with gr.Tab(ui_text("internals.train.grad_norms"), elem_id="train-inside-grad-tab"):
+                view["inside_grad"] = gr.Plot(label=ui_text("internals.train.grad_norms"))
+
+
+INSIDE_OUTPUTS = ("inside_note", "inside_weights", "inside_activations", "inside_grad")
+
+
+@friendly_errors
+def show_internals(summary, request: gr.Request = None):
+    """The finished run's insides (INSIDE_OUTPUTS), from its /train summary; before any run
+    (no summary) the tab stays as it is."""
+    from ..internals import ACTIVATION_IMAGES, GRAD_EVERY
+    from ..plots import gradient_norms, internals_over_epochs
+
+    if not isinstance(summary, dict) or "reason" not in summary:
+        return (gr.skip(),) * len(INSIDE_OUTPUTS)
+    records = summary.get("internals") or []
+    if not records:
+        return text("internals.train.none"), None, None, None
+    images = max(r.get("activation_images", 0) for r in records) or ACTIVATION_IMAGES
+    return (text("internals.train.note", images=images, every=GRAD_EVERY),
+            internals_over_epochs(records, "weight"), internals_over_epochs(records, "activation"),
+            gradient_norms(records))
+
+
+def internals_of(history: list[dict]) -> list[dict]:
+    """Each epoch's internals with its epoch number, for the summary (epochs without any, such
+    as those of a replay recorded before they existed, are left out)."""
+    return [{"epoch": h["epoch"], **h["internals"]} for h in history if h.get("internals")]
 
 
 def _live_image(label, **kwargs) -> gr.Image:
@@ -550,7 +596,7 @@ def final_outputs(live: LiveRun) -> tuple:
         "test_loss": metrics.get("test_loss"), "classes": data.classes,
         "per_class_acc": metrics.get("per_class_acc"), "history": end.history,
         "seconds": round(time.perf_counter() - live.started, 2), "config": live.config.to_dict(),
-        "command": command,
+        "command": command, "internals": internals_of(live.history),
     }
     live.draw()
     images = tuple(live.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
@@ -899,5 +945,8 @@ def build(settings, augment_spec=None, tab=None):
     for which in ("steepest", "min_div_10"):
         view[f"use_{which}"].click(partial(use_suggestion, which), view["lr_find_values"],
                                    form["lr"], **private)
+    # Inside the network is drawn once the run has ended, from what /train returned.
+    started.then(show_internals, view["result"], [view[name] for name in INSIDE_OUTPUTS],
+                 api_visibility="private")
     your_runs.wire(settings, view["your_runs"], tab, after=started)
     share.wire_train(settings, form, view, view["your_runs"])
