@@ -34,6 +34,17 @@ def lesson_keys(name: str, dataset: str = "shapes", size: str = "default"):
     return plan, [(label, seed, config, run_key(config)) for label, seed, config in comparison_runs(plan)]
 
 
+def last_internals_only(record: dict) -> dict:
+    """Keep the internals (internals.py) of the last epoch only. A lesson's result shows the last
+    epoch's (its Inside the network tab and the BatchNorm pointer); every epoch's would make the
+    shipped replays five times larger (a learning-curve run has 60 epochs of ~5 KB). A Train run
+    replayed from one shows its last epoch inside the network."""
+    epochs = [e for e in record["events"] if e.get("event") == "epoch"]
+    for event in epochs[:-1]:
+        event["internals"] = None
+    return record
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(OUT))
@@ -74,6 +85,7 @@ def main(argv=None) -> int:
                 if record is None:
                     print(f"  {label}, seed {seed}: ended '{events[-1].reason}', not kept", flush=True)
                     continue
+                last_internals_only(record)
                 (out / f"{key}.json").write_text(json.dumps(record, separators=(",", ":")),
                                                  encoding="utf-8")
                 print(f"  {label}, seed {seed}: {events[-1].metrics.get('test_acc', 0):.1%} in "
