@@ -180,3 +180,41 @@ def screenshots(tmp_path_factory) -> Path:
     folder = ROOT / chosen if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ---- checkpoints for the inspection tests --------------------------------------------------------
+
+def shipped(name: str) -> str:
+    """A checkpoint that ships in checkpoints/ by name (skips the test where it is not trained)."""
+    if not (ROOT / "checkpoints" / f"{name}.safetensors").is_file():
+        pytest.skip(f"checkpoints/{name}.safetensors has not been trained yet")
+    return name
+
+
+def checkpoint_meta(model, channels, size, **extra) -> dict:
+    return {"model": model, "model_options": {}, "classes": [str(i) for i in range(10)],
+            "channels": channels, "image_size": size, "mean": [0.5] * channels,
+            "std": [0.25] * channels, "dataset": "mnist" if channels == 1 else "shapes", **extra}
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path):
+    """App settings whose only checkpoints are untrained ones made here: tiny_mlp (1×28×28),
+    tiny_cnn (3×32×32) and perm_cnn (a pixel-permuted 1×28×28 cnn)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vision_lab.checkpoints import save_checkpoint
+    from vision_lab.models import create_model
+
+    torch.manual_seed(0)
+    folder = tmp_path / "ckpts"
+    save_checkpoint(folder / "tiny_mlp.safetensors", create_model("mlp", 10, 1, 28, hidden_sizes=[32, 16]),
+                    {**checkpoint_meta("mlp", 1, 28), "model_options": {"hidden_sizes": [32, 16]}})
+    save_checkpoint(folder / "tiny_cnn.safetensors", create_model("cnn", 10, 3, 32),
+                    checkpoint_meta("cnn", 3, 32))
+    save_checkpoint(folder / "perm_cnn.safetensors", create_model("cnn", 10, 1, 28),
+                    checkpoint_meta("cnn", 1, 28, permutation_seed=3))
+    return SimpleNamespace(checkpoint_dirs=[str(folder)], runs_dir=str(folder), data_root=str(tmp_path),
+                           examples_dir=str(ROOT / "examples"))

@@ -7,7 +7,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 def test_compare_runs_the_learning_curves_lesson(app_url):
     client = gradio_client.Client(app_url, verbose=False)
-    status, verdict, table, acc_plot, _ = client.predict(
+    status, verdict, table, acc_plot, _, _ = client.predict(
         lesson_name="Learning curves: MLP vs CNN", dataset_name="shapes", size_name="quick",
         api_name="/compare")
     assert "Done" in status and "8 runs" in status

@@ -1,7 +1,6 @@
 """/feature_maps and /classify through gradio_client, plus their handlers in-process."""
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,17 +10,11 @@ from PIL import Image
 from vision_lab.checkpoints import save_checkpoint
 from vision_lab.inspect import NO_SPATIAL_MESSAGE
 from vision_lab.models import create_model
+from conftest import checkpoint_meta, shipped
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints"
 EXAMPLES = ROOT / "examples"
-
-
-def shipped(name):
-    path = SHIPPED / f"{name}.safetensors"
-    if not path.is_file():
-        pytest.skip(f"checkpoints/{name}.safetensors has not been trained yet")
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -146,23 +139,9 @@ def test_classify_api_unknown_checkpoint(client):
 
 # ---- the handlers in-process, with checkpoints made here -------------------------------------------
 
-def _meta(model, channels, size, **extra):
-    return {"model": model, "model_options": {}, "classes": [str(i) for i in range(10)],
-            "channels": channels, "image_size": size, "mean": [0.5] * channels,
-            "std": [0.25] * channels, "dataset": "mnist" if channels == 1 else "shapes", **extra}
-
-
 @pytest.fixture
-def settings(tmp_path):
-    torch.manual_seed(0)
-    folder = tmp_path / "ckpts"
-    save_checkpoint(folder / "tiny_mlp.safetensors", create_model("mlp", 10, 1, 28, hidden_sizes=[32, 16]),
-                    {**_meta("mlp", 1, 28), "model_options": {"hidden_sizes": [32, 16]}})
-    save_checkpoint(folder / "tiny_cnn.safetensors", create_model("cnn", 10, 3, 32), _meta("cnn", 3, 32))
-    save_checkpoint(folder / "perm_cnn.safetensors", create_model("cnn", 10, 1, 28),
-                    _meta("cnn", 1, 28, permutation_seed=3))
-    return SimpleNamespace(checkpoint_dirs=[str(folder)], runs_dir=str(folder), data_root=str(tmp_path),
-                           examples_dir=str(EXAMPLES))
+def settings(tiny_checkpoints):
+    return tiny_checkpoints
 
 
 def test_mlp_says_it_has_no_feature_maps_and_shows_hidden_activations(settings):
@@ -251,7 +230,7 @@ def test_a_drawing_switches_to_a_digit_model_when_none_is_picked(settings):
 
     # The shipped mnist_cnn comes first, whatever the order of the folder.
     torch.manual_seed(0)
-    save_checkpoint(folder / "mnist_cnn.safetensors", create_model("cnn", 10, 1, 28), _meta("cnn", 1, 28))
+    save_checkpoint(folder / "mnist_cnn.safetensors", create_model("cnn", 10, 1, 28), checkpoint_meta("cnn", 1, 28))
     assert Path(digit_model_instead(settings, "tiny_cnn")).stem == "mnist_cnn"
 
 

@@ -5,15 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import shipped
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-
-
-def shipped(name):
-    if not (ROOT / "checkpoints" / f"{name}.safetensors").is_file():
-        pytest.skip(f"checkpoints/{name}.safetensors has not been trained yet")
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -3,36 +3,20 @@
 Checkpoints are made here (untrained, saved in a temp dir): an MLP for 28x28 grey digits and a
 CNN for 32x32 colour images, so each side of a pair needs its own input."""
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
-from vision_lab.checkpoints import save_checkpoint
 from vision_lab.i18n import render, text
-from vision_lab.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 METHODS = ("grad_cam", "grad_cam_plus_plus", "occlusion", "input_gradient")
 
 
-def _meta(model, channels, size, **extra):
-    return {"model": model, "model_options": {}, "classes": [str(i) for i in range(10)],
-            "channels": channels, "image_size": size, "mean": [0.5] * channels,
-            "std": [0.25] * channels, "dataset": "mnist" if channels == 1 else "shapes", **extra}
-
-
 @pytest.fixture
-def settings(tmp_path):
-    torch.manual_seed(0)
-    folder = tmp_path / "ckpts"
-    save_checkpoint(folder / "tiny_mlp.safetensors", create_model("mlp", 10, 1, 28, hidden_sizes=[32, 16]),
-                    {**_meta("mlp", 1, 28), "model_options": {"hidden_sizes": [32, 16]}})
-    save_checkpoint(folder / "tiny_cnn.safetensors", create_model("cnn", 10, 3, 32), _meta("cnn", 3, 32))
-    return SimpleNamespace(checkpoint_dirs=[str(folder)], runs_dir=str(folder), data_root=str(tmp_path),
-                           examples_dir=str(EXAMPLES))
+def settings(tiny_checkpoints):
+    return tiny_checkpoints
 
 
 def _is_overlay(image, like):

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -46,8 +47,11 @@ def test_an_agent_lists_the_main_tools_and_classifies_a_digit(tmp_path):
     pytest.importorskip("mcp", reason='the MCP package is not installed (pip install "mcp>=1.21,<2")')
     app = LaunchedApp(tmp_path, "--mcp")
     try:
-        tools, answer = asyncio.run(_tools_and_answer(app.url + "gradio_api/mcp/",
-                                                      ROOT / "examples" / "digit_7.png"))
+        # In a thread of its own: after the browser tests, Playwright's sync API holds an event
+        # loop in this one, where asyncio.run() refuses to start another.
+        with ThreadPoolExecutor(1) as thread:
+            tools, answer = thread.submit(asyncio.run, _tools_and_answer(
+                app.url + "gradio_api/mcp/", ROOT / "examples" / "digit_7.png")).result()
     finally:
         app.close()
     # Only the main functions are tools: no Stop, no deleting runs.

@@ -129,13 +129,13 @@ def _panels(checkpoints, **clear) -> tuple:
 
 
 @common.friendly_errors
-def panel_titles(checkpoints):
+def panel_titles(checkpoints, request: gr.Request = None):
     """One top-5 panel and one "what it sees" per picked checkpoint, titled by its name."""
     return _panels(checkpoints)
 
 
 @common.friendly_errors
-def new_panels(checkpoints):
+def new_panels(checkpoints, request: gr.Request = None):
     """Panels for a new choice of checkpoints; the answers shown belonged to other models."""
     return _panels(checkpoints, value=None)
 

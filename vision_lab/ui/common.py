@@ -167,3 +167,26 @@ def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return text("common.seconds", seconds=seconds)
     return text("common.minutes_seconds", minutes=seconds // 60, seconds=seconds % 60)
+
+
+# ---- files made from a checkpoint for download ----------------------------------------------------
+
+_MADE_FOLDERS: dict[str, Path] = {}
+_MADE_LOCK = threading.Lock()
+
+
+def made_from(settings, checkpoint_name, owner, kind: str, suffix: str) -> tuple[Path, Path]:
+    """(the checkpoint this visitor may see by that name, where a `suffix` file made from it goes:
+    a bundle, an ONNX file). The files wait in one temp folder per `kind` for gradio to copy them,
+    one sub-folder per checkpoint file, so two visitors' runs of the same name never share one."""
+    import hashlib
+    import tempfile
+
+    from .feature_maps import resolve_checkpoint
+
+    path = Path(resolve_checkpoint(settings, checkpoint_name, owner))
+    with _MADE_LOCK:
+        if kind not in _MADE_FOLDERS:
+            _MADE_FOLDERS[kind] = Path(tempfile.mkdtemp(prefix=f"vision-lab-{kind}-"))
+    folder = _MADE_FOLDERS[kind] / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    return path, folder / f"{path.stem}{suffix}"

@@ -13,9 +13,7 @@
 """
 from __future__ import annotations
 
-import hashlib
 import re
-import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -252,7 +250,6 @@ def train_link(form, request: gr.Request = None, **values) -> str:
 
 # ---- bundles ------------------------------------------------------------------------------------
 
-_BUNDLE_FOLDER: list[Path] = []  # where bundles wait for gradio to copy them (one folder)
 
 
 @friendly_errors
@@ -260,16 +257,12 @@ def download_run(settings, checkpoint_name, request: gr.Request = None):
     """The finished run (any checkpoint this visitor may see, by name) as one .zip bundle: its
     config, metrics, history, checkpoint and the command line that trains it again."""
     from ..bundles import write_bundle
-    from .feature_maps import resolve_checkpoint
+    from .common import made_from
 
     if not checkpoint_name:
         raise ValueError(text("share.nothing_to_download"))
-    path = Path(resolve_checkpoint(settings, checkpoint_name, owner_of(request)))
-    if not _BUNDLE_FOLDER:
-        _BUNDLE_FOLDER.append(Path(tempfile.mkdtemp(prefix="vision-lab-bundles-")))
-    # One folder per checkpoint file: two visitors' runs of the same name never share a file.
-    folder = _BUNDLE_FOLDER[0] / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-    return str(write_bundle(path, folder / f"{path.stem}.zip"))
+    path, out = made_from(settings, checkpoint_name, owner_of(request), "bundles", ".zip")
+    return str(write_bundle(path, out))
 
 
 def _new_run_path(folder: Path, stem: str) -> Path:

@@ -839,27 +839,18 @@ def lr_find_outputs(result, config, data, capped: bool) -> tuple:
             values)
 
 
-_ONNX_FOLDER: list[Path] = []  # where exported files wait for gradio to copy them (one folder)
-
-
 @friendly_errors
 def export_onnx_file(settings, checkpoint_name, request: gr.Request = None):
     """The finished run's checkpoint (any checkpoint this visitor may see, by name) as an ONNX
     file, its preprocessing included (export.export_onnx): pixels in, logits out."""
-    import hashlib
-
     from ..export import OnnxUnavailable, export_onnx
-    from .feature_maps import resolve_checkpoint
+    from .common import made_from
 
     if not checkpoint_name:
         raise ValueError(text("train.export_nothing"))
-    path = Path(resolve_checkpoint(settings, checkpoint_name, owner_of(request)))
-    if not _ONNX_FOLDER:
-        _ONNX_FOLDER.append(Path(tempfile.mkdtemp(prefix="vision-lab-onnx-")))
-    # One folder per checkpoint file: two visitors' runs of the same name never share a file.
-    folder = _ONNX_FOLDER[0] / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    path, out = made_from(settings, checkpoint_name, owner_of(request), "onnx", ".onnx")
     try:
-        return str(export_onnx(path, folder / f"{path.stem}.onnx"))
+        return str(export_onnx(path, out))
     except OnnxUnavailable as error:  # the sentence naming the pip command, as a library error
         raise RuntimeError(*error.args) from None
 
