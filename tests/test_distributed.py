@@ -119,8 +119,11 @@ def test_ctrl_c_on_rank_0_stops_every_process_after_the_batch(tmp_path):
         if launcher.poll() is None:
             launcher.kill()
     assert "Traceback" not in launcher.stderr.read()
-    # Within a batch: at most the batch in flight, then the end, kept at the last whole epoch.
-    assert [e["event"] for e in rest][-1] == "done" and len(rest) <= 2
+    # Stopped in the epoch it was in, kept at the last whole epoch. How many batch lines come
+    # after the signal is not the point: on a busy machine rank 0 prints a few more before this
+    # test has read up to the line it broke on (a pipe's buffer), so none is counted.
+    assert [e["event"] for e in rest][-1] == "done"
+    assert all(e["event"] == "batch" and e["epoch"] == 2 for e in rest[:-1])
     done = rest[-1]
     assert done["reason"] == "stopped" and done["message"].startswith("Stopped; kept epoch 1")
     assert Path(done["checkpoint"]) == out and sorted(tmp_path.iterdir()) == [out]
