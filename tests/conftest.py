@@ -148,6 +148,14 @@ def app_url(tmp_path_factory):
 CHROMIUM = shutil.which("chromium")
 
 
+@pytest.fixture(scope="module")
+def client(app_url):
+    """A gradio_client for the launched app, one per test file."""
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
 @pytest.fixture(scope="session")
 def browser():
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -218,3 +226,25 @@ def tiny_checkpoints(tmp_path):
                     checkpoint_meta("cnn", 1, 28, permutation_seed=3))
     return SimpleNamespace(checkpoint_dirs=[str(folder)], runs_dir=str(folder), data_root=str(tmp_path),
                            examples_dir=str(ROOT / "examples"))
+
+
+# ---- in the browser ----------------------------------------------------------------------------
+
+def open_tab(page, name):
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def train_in_browser(page, images: int, epochs: int, seconds: float = 400) -> None:
+    """Train a shapes run of `images` training images for `epochs` epochs from the Train tab,
+    and wait until it has finished."""
+    import time
+
+    open_tab(page, "Train")
+    page.locator("#train-subset-train input").fill(str(images))
+    page.get_by_label("Epochs").fill(str(epochs))
+    page.locator("#train-start").click()
+    status, finished = page.locator("#train-status"), f"Finished {epochs} epoch"
+    deadline = time.time() + seconds
+    while finished not in status.inner_text() and time.time() < deadline:
+        time.sleep(1)
+    assert finished in status.inner_text(), status.inner_text()

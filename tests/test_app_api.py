@@ -7,11 +7,6 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    return gradio_client.Client(app_url, verbose=False)
-
-
 def test_augment_returns_n_images_and_code(client):
     original, gallery, code = client.predict(image=None, size=32, count=12, seed_value=3,
                                              api_name="/augment")

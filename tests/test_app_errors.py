@@ -11,11 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def client(app_url):
-    return gradio_client.Client(app_url, verbose=False)
-
-
-@pytest.fixture(scope="module")
 def shapes_matrix():
     """shapes_cnn's confusion matrix on the shapes test set, computed here with the library."""
     from vision_lab.checkpoints import load_checkpoint

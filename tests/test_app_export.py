@@ -7,11 +7,6 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    return gradio_client.Client(app_url, verbose=False)
-
-
 def test_export_onnx_of_a_checkpoint_gives_an_onnx_file(client):
     onnx = pytest.importorskip("onnx")
     path = client.predict(checkpoint_name="shapes_cnn", api_name="/export_onnx")

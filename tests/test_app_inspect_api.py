@@ -17,13 +17,6 @@ SHIPPED = ROOT / "checkpoints"
 EXAMPLES = ROOT / "examples"
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
-
-
 def _is_image(path):
     assert path and Path(path).is_file(), path
     with Image.open(path) as im:

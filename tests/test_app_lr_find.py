@@ -6,11 +6,6 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    return gradio_client.Client(app_url, verbose=False)
-
-
 def test_lr_find_on_shapes_suggests_two_lrs_inside_the_swept_range(client):
     out = client.predict(dataset="shapes", subset_train=600, subset_test=100, model="cnn",
                          batch_size=32, api_name="/lr_find")

@@ -11,13 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
-
-
 def _pixels(path):
     assert path and Path(path).is_file(), path
     with Image.open(path) as im:

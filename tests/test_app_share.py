@@ -9,11 +9,6 @@ pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client")
 
 
-@pytest.fixture(scope="module")
-def client(app_url):
-    return gradio_client.Client(app_url, verbose=False)
-
-
 def test_a_run_downloads_as_a_bundle_and_opens_again(client, tmp_path):
     bundle = client.predict(checkpoint_name="shapes_cnn", api_name="/download_run")
     assert Path(bundle).name == "shapes_cnn.zip"

@@ -7,11 +7,9 @@ import time
 
 import pytest
 
+from conftest import open_tab
+
 pytestmark = pytest.mark.slow
-
-
-def _open_tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def _plot_src(page, selector):
@@ -21,7 +19,7 @@ def _plot_src(page, selector):
 
 def test_augment_tab_shows_a_grid(browser_page, screenshots):
     page = browser_page
-    _open_tab(page, "Augment")
+    open_tab(page, "Augment")
     # Change a control: switch vertical flips on.
     page.get_by_text("RandomVerticalFlip", exact=True).click()   # open its accordion
     page.get_by_label("use RandomVerticalFlip").check()
@@ -38,7 +36,7 @@ def test_augment_tab_shows_a_grid(browser_page, screenshots):
 
 def test_train_tab_live_curves_and_stop(browser_page, screenshots):
     page = browser_page
-    _open_tab(page, "Train")
+    open_tab(page, "Train")
     page.get_by_label("Epochs").fill("30")      # long enough that Stop has something to stop
     page.locator("#train-start").click()
     status = page.locator("#train-status")
@@ -64,7 +62,7 @@ def test_train_tab_live_curves_and_stop(browser_page, screenshots):
 
 def test_compare_tab_quick_preset_table(browser_page, screenshots):
     page = browser_page
-    _open_tab(page, "Compare")
+    open_tab(page, "Compare")
     page.get_by_label("quick").check()
     page.locator("#compare-start").click()
     page.wait_for_function(
@@ -86,10 +84,10 @@ def test_lecture_mode_folds_controls_and_reveals_the_answer_on_request(browser, 
         page.wait_for_function("document.body.classList.contains('vl-lecture')", timeout=30_000)
         zoom = page.evaluate("getComputedStyle(document.querySelector('.gradio-container')).zoom")
         assert float(zoom) > 1.2
-        _open_tab(page, "Train")
+        open_tab(page, "Train")
         advanced = page.locator(".vl-advanced")
         assert advanced.count() > 0 and not advanced.first.is_visible()
-        _open_tab(page, "Compare")
+        open_tab(page, "Compare")
         page.get_by_text("① The question").wait_for(timeout=10_000)
         page.get_by_label("quick").check()
         page.locator("#compare-start").click()
@@ -105,7 +103,7 @@ def test_lecture_mode_folds_controls_and_reveals_the_answer_on_request(browser, 
         # Off again: everything is back, the answer shown as soon as it exists.
         page.locator("#lecture-switch input").uncheck()
         page.wait_for_function("!document.body.classList.contains('vl-lecture')", timeout=10_000)
-        _open_tab(page, "Train")
+        open_tab(page, "Train")
         assert page.locator(".vl-advanced").first.is_visible()
     finally:
         context.close()

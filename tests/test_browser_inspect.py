@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import open_tab
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Digits as mouse strokes in a unit box (x right, y down).
@@ -16,10 +18,6 @@ DIGITS = {
 def need(name):
     if not (ROOT / "checkpoints" / f"{name}.safetensors").is_file():
         pytest.skip(f"checkpoints/{name}.safetensors has not been trained yet")
-
-
-def open_tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def pick(page, dropdown_id, name, multiselect=False):

@@ -3,28 +3,17 @@
 
 Screenshots: train_inside.png and compare_inside.png (see conftest.py for where they go).
 """
-import time
 
 import pytest
+
+from conftest import open_tab, train_in_browser
 
 pytestmark = pytest.mark.slow
 
 
-def open_tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
-
-
 def test_train_tab_shows_inside_the_network_after_a_run(browser_page, screenshots):
     page = browser_page
-    open_tab(page, "Train")
-    page.locator("#train-subset-train input").fill("800")
-    page.get_by_label("Epochs").fill("4")
-    page.locator("#train-start").click()
-    status = page.locator("#train-status")
-    deadline = time.time() + 400
-    while "Finished 4 epoch" not in status.inner_text() and time.time() < deadline:
-        time.sleep(1)
-    assert "Finished 4 epoch" in status.inner_text(), status.inner_text()
+    train_in_browser(page, images=800, epochs=4, seconds=400)
     page.locator("#train-inside").get_by_text("Inside the network").first.click()   # open it
     page.locator("#train-inside-weights img").first.wait_for(timeout=60_000)
     note = page.locator("#train-inside-note").inner_text()

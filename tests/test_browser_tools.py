@@ -3,15 +3,12 @@ finder and its "use" buttons, and a finished run downloaded as ONNX.
 
 Screenshots: lr_finder.png and export_onnx.png (see conftest.py for where they go).
 """
-import time
 
 import pytest
 
+from conftest import open_tab, train_in_browser
+
 pytestmark = pytest.mark.slow
-
-
-def open_tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def test_the_lr_finder_draws_its_curve_and_a_suggestion_goes_into_the_lr_field(browser_page,
@@ -41,15 +38,7 @@ def test_the_lr_finder_draws_its_curve_and_a_suggestion_goes_into_the_lr_field(b
 def test_a_finished_run_downloads_as_onnx(browser_page, screenshots):
     pytest.importorskip("onnx", reason="the optional onnx package is not installed")
     page = browser_page
-    open_tab(page, "Train")
-    page.locator("#train-subset-train input").fill("300")
-    page.get_by_label("Epochs").fill("1")
-    page.locator("#train-start").click()
-    status = page.locator("#train-status")
-    deadline = time.time() + 300
-    while "Finished 1 epoch" not in status.inner_text() and time.time() < deadline:
-        time.sleep(1)
-    assert "Finished 1 epoch" in status.inner_text(), status.inner_text()
+    train_in_browser(page, images=300, epochs=1, seconds=300)
     page.locator("#train-export-onnx").click()
     link = page.locator("#train-onnx-file a").first
     link.wait_for(timeout=120_000)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import open_tab
 from zh_text import english_left
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +60,6 @@ def zh_shots(screenshots):
     folder = screenshots / "zh"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def open_tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def choose(page, dropdown_id, name, multiselect=False):
