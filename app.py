@@ -128,8 +128,15 @@ def main(argv=None):
         import sys
 
         sys.setswitchinterval(float(interval) / 1000)
+    import torch
     from starlette.middleware import Middleware
 
+    # One thread per request: the server's own torch work is a single image at a time (classify,
+    # feature maps), which two threads do no faster, and while a training run and other visitors
+    # hold the cores a second thread spins waiting for its partner (measured on 2 cores with a
+    # training running: a classify forward pass p95 120 ms with two threads, 12-16 ms with one).
+    # Trainings run in child processes of their own (serving/worker.py) and keep every core.
+    torch.set_num_threads(1)
     from vision_lab.ui import CSS, Settings, build_app
     from vision_lab.ui.gradio_internals import calm_queue
     from vision_lab.ui.language import I18N

@@ -18,9 +18,12 @@ Each student and each classifying visitor is its own gradio_client.Client with o
 classifying visitors each in a process of their own. All clients are created and connected before
 the moment everybody presses, and only what follows is timed. The clients run on the same machine
 as the app and its trainings, so they take cores from both: harsher than a lecture, where each
-student's browser runs on their own laptop.
+student's browser runs on their own laptop. `--split-cores` keeps them apart instead: the app and
+its trainings on one core, the clients on the rest (half a Space's cores for the server, but none
+of them taken by the browsers).
 
     python benchmarks/classroom.py --students 30
+    python benchmarks/classroom.py --students 30 --split-cores
     python benchmarks/classroom.py --students 12 --phases own --images 1000 --classifiers 6
 """
 from __future__ import annotations
@@ -46,7 +49,8 @@ class ClassApp:
     """`python app.py --public ...` (from `root`, default this checkout) on a free port, its runs in
     a temp folder."""
 
-    def __init__(self, runs_dir: str, root: Path = ROOT, args=(), timeout: float = 180.0):
+    def __init__(self, runs_dir: str, root: Path = ROOT, args=(), timeout: float = 180.0,
+                 cpus: set | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "VISION_LAB_CHECKPOINTS": runs_dir, "GRADIO_ANALYTICS_ENABLED": "False",
@@ -54,7 +58,9 @@ class ClassApp:
         self.log = open(Path(runs_dir) / "app.log", "w")
         self.proc = subprocess.Popen([PYTHON, str(Path(root) / "app.py"), "--host", "127.0.0.1",
                                       "--port", str(self.port), "--public", *args], cwd=root, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     # Before it starts: its forkserver and trainings inherit the cores.
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         # Not every 20 ms: gradio's launch() checks its own page with a 3 s timeout and exits
         # when that fails, and a page request costs a busy 2-core machine enough to make it fail.
         wait_for_http(self.url, timeout, self.proc, interval=1.0)
@@ -79,10 +85,13 @@ def client(url: str):
 
 # ---- visitors classifying ---------------------------------------------------------------------------
 
-def classifier(url: str, endpoint: str, stop, ready, out) -> None:
+def classifier(url: str, endpoint: str, stop, ready, out, cpus=None) -> None:
     """One visitor: /classify (or /feature_maps) once a second until `stop` is set; puts
     (endpoint, [(time, ms)], errors) on `out`."""
     from gradio_client import handle_file
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)   # see --split-cores
 
     c = client(url)
     image = handle_file(DIGIT)
@@ -175,10 +184,13 @@ def student(c, task: dict, go: threading.Barrier, out: list) -> None:
     out.append(record)
 
 
-def students(url: str, tasks: list[dict], ready, start_at, out, niceness: int = 0) -> None:
+def students(url: str, tasks: list[dict], ready, start_at, out, niceness: int = 0,
+             cpus=None) -> None:
     """One process holding several students (threads), each with their own client."""
     if niceness:
         os.nice(niceness)   # their browsers would run on their own laptops: see --student-nice
+    if cpus:
+        os.sched_setaffinity(0, cpus)   # see --split-cores
     clients = [client(url) for _ in tasks]
     ready.wait()
     go = threading.Barrier(len(tasks))
@@ -195,15 +207,16 @@ def students(url: str, tasks: list[dict], ready, start_at, out, niceness: int = 
     out.put(records)
 
 
-def run_phase(ctx, url: str, tasks: list[dict], procs: int,
-              niceness: int = 0) -> tuple[list[dict], float, float]:
+def run_phase(ctx, url: str, tasks: list[dict], procs: int, niceness: int = 0,
+              cpus=None) -> tuple[list[dict], float, float]:
     """All students of a phase press at the same moment; returns their records and the phase's
     start and end (wall clock)."""
     groups = [tasks[i::procs] for i in range(procs) if tasks[i::procs]]
     ready = ctx.Barrier(len(groups) + 1)
     start_at = ctx.Value("d", 0.0)
     out = ctx.Queue()
-    ps = [ctx.Process(target=students, args=(url, g, ready, start_at, out, niceness)) for g in groups]
+    ps = [ctx.Process(target=students, args=(url, g, ready, start_at, out, niceness, cpus))
+          for g in groups]
     for p in ps:
         p.start()
     ready.wait(timeout=600)               # every client connected
@@ -256,6 +269,10 @@ def main(argv=None):
                    help="niceness of the students' client processes: in a lecture each student's "
                         "browser runs on their own laptop, here their clients share the server's "
                         "cores unless they run at a lower priority (e.g. 10)")
+    p.add_argument("--split-cores", action="store_true",
+                   help="the app and its trainings on the first core, every simulated browser on "
+                        "the others: a server with half a Space's cores whose visitors' browsers "
+                        "do not take its CPU (without it they share every core)")
     p.add_argument("--root", default=str(ROOT), help="the checkout whose app.py is measured")
     p.add_argument("--app-args", default="", help="more flags for app.py")
     args = p.parse_args(argv)
@@ -268,8 +285,15 @@ def main(argv=None):
     result = {"machine": machine(), "students": args.students, "classifiers": args.classifiers,
               "lesson": args.lesson, "lesson_size": args.size, "own_images": args.images}
     rows, records, errors = [], [], []
+    server_cpus = client_cpus = None
+    if args.split_cores:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            p.error("--split-cores needs at least two cores")
+        server_cpus, client_cpus = {cores[0]}, set(cores[1:])
+    result["split_cores"] = bool(args.split_cores)
     with tempfile.TemporaryDirectory() as tmp:
-        app = ClassApp(tmp, Path(args.root), args.app_args.split())
+        app = ClassApp(tmp, Path(args.root), args.app_args.split(), cpus=server_cpus)
         failed = True
         try:
             calls_out, cls = ctx.Queue(), []
@@ -277,7 +301,8 @@ def main(argv=None):
             ready = ctx.Barrier(len(visitors) + 1)
             stop = ctx.Event()
             for endpoint in visitors:
-                proc = ctx.Process(target=classifier, args=(app.url, endpoint, stop, ready, calls_out))
+                proc = ctx.Process(target=classifier,
+                                   args=(app.url, endpoint, stop, ready, calls_out, client_cpus))
                 proc.start()
                 cls.append(proc)
             if visitors:
@@ -291,7 +316,7 @@ def main(argv=None):
                           "kwargs": dict(lesson_name=args.lesson, dataset_name="shapes",
                                          size_name=args.size)} for i in range(args.students)]
                 got, begin, end = run_phase(ctx, app.url, tasks, min(args.procs, args.students),
-                                            args.student_nice)
+                                            args.student_nice, client_cpus)
                 records += got
                 windows["lesson"] = (begin, end)
             if "own" in phases:
@@ -300,7 +325,7 @@ def main(argv=None):
                                          model=args.model, epochs=1 + i % 2, seed=1000 + i)}
                          for i in range(args.students)]
                 got, begin, end = run_phase(ctx, app.url, tasks, min(args.procs, args.students),
-                                            args.student_nice)
+                                            args.student_nice, client_cpus)
                 records += got
                 windows["own"] = (begin, end)
             stop.set()

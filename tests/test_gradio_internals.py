@@ -95,3 +95,60 @@ def test_an_image_two_visitors_get_at_once_is_never_downloaded_half_written():
     assert _short_reads(save, image) == 0
     # Arrays (galleries, feature maps) are saved through the same function.
     assert "save_pil_to_cache(" in inspect.getsource(processing_utils.save_img_array_to_cache)
+
+
+def _small_app():
+    with gr.Blocks() as demo:
+        name = gr.Textbox(label="name", value="Ada")
+        count = gr.Number(label="count", value=3)
+        state = gr.State([1, 2])
+        out = gr.Markdown()
+        gr.Button("go").click(lambda n, c, s: f"{n} {c} {s}", [name, count, state], out)
+    return demo, name, count, state
+
+
+def test_a_new_session_makes_its_blocks_configs_only_when_asked_and_they_are_gradios_own(monkeypatch):
+    """A visitor's first request made gradio build every block's config on the server's event loop
+    (0.1-0.2 s for this app): a class pressing at once stalled everyone else for seconds."""
+    from gradio import state_holder
+    from gradio.blocks import BlocksConfig
+
+    from vision_lab.ui.gradio_internals import sessions_on_demand
+
+    demo, name, count, state = _small_app()
+    sessions_on_demand()
+    sessions_on_demand()  # twice is once
+    original = state_holder.SessionState.__init__.original
+    assert getattr(original, "vision_lab_on_demand", False) is False
+    assert "self.config_values = {" in inspect.getsource(original), (
+        "gradio's SessionState no longer builds config_values in __init__")
+    eager = state_holder.SessionState.__new__(state_holder.SessionState)
+    original(eager, demo)
+
+    made = []
+    real = BlocksConfig.config_for_block
+    monkeypatch.setattr(BlocksConfig, "config_for_block",
+                        staticmethod(lambda key, *a: made.append(key) or real(key, *a)))
+    lazy = state_holder.SessionState(demo)
+    assert made == [], "a new session still builds every block's config at once"
+    assert lazy[count._id] is count and lazy[state._id] == [1, 2]  # the session itself works
+    assert count._id in lazy.config_values and lazy.config_values[count._id] == eager.config_values[count._id]
+    assert made == [count._id]
+    # What a deep link reads: every block's config, the same as gradio's own.
+    assert list(lazy.components) == list(eager.components)
+    assert len(lazy.config_values) == len(eager.config_values)
+    # gradio sets an entry anew when a block changes; then that one is kept.
+    lazy._update_value_in_config(name._id, "Grace")
+    assert lazy.config_values[name._id]["props"]["value"] == "Grace"
+
+
+def test_the_app_opens_sessions_on_demand(monkeypatch, tmp_path):
+    from gradio import state_holder
+
+    from vision_lab.ui import Settings, build_app
+
+    init = state_holder.SessionState.__init__
+    monkeypatch.setattr(state_holder.SessionState, "__init__", getattr(init, "original", init))
+    monkeypatch.setenv("VISION_LAB_CHECKPOINTS", str(tmp_path))  # build_app sets it: put back after
+    build_app(Settings(runs_dir=str(tmp_path)))
+    assert getattr(state_holder.SessionState.__init__, "vision_lab_on_demand", False)

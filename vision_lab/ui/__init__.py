@@ -90,10 +90,11 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
 
     from . import augment, classify, compare, feature_maps, language, lecture, share, train
     from ..serving.run_queue import RUNS
-    from .gradio_internals import atomic_image_cache
+    from .gradio_internals import atomic_image_cache, sessions_on_demand
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
 
     atomic_image_cache()
+    sessions_on_demand()
     RUNS.configure(settings.max_concurrent_trainings, settings.max_waiting_trainings)
     start_janitor(settings)
     # Uploads and outputs live in gradio's cache: files older than 6 hours are removed hourly.

@@ -133,10 +133,8 @@ def chw_to_numpy(image):
 
 def enlarge(array, min_side: int = 128):
     """Nearest-neighbour upscale of small images so 28 or 32 px stay crisp in the browser."""
-    import numpy as np
-
     factor = max(1, -(-min_side // max(array.shape[0], array.shape[1])))
-    return np.kron(array, np.ones((factor, factor, 1), dtype=array.dtype)) if factor > 1 else array
+    return array.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else array
 
 
 # ---- requests ------------------------------------------------------------------------------------

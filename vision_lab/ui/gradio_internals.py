@@ -1,6 +1,7 @@
 """Every place Vision Lab relies on a part of gradio that gradio does not promise to keep.
 
-Checked with gradio 6.0.0, 6.28.0 (the floor in requirements.txt) and 6.31.0. After a gradio upgrade, run
+Checked with gradio 6.0.0, 6.28.0 (the floor in requirements.txt) and 6.31.0 (`sessions_on_demand`:
+6.28.0 and 6.31.0). After a gradio upgrade, run
 `python -m pytest tests/test_gradio_internals.py`: it fails, naming the attribute, when one of these
 is gone or no longer does what we use it for.
 """
@@ -113,3 +114,98 @@ def atomic_image_cache() -> None:
     save_pil_to_cache.vision_lab_atomic = True
     save_pil_to_cache.original = original
     processing_utils.save_pil_to_cache = save_pil_to_cache
+
+
+class _ConfigsOnDemand(dict):
+    """A session's `config_values` whose entries are made when first asked for.
+
+    gradio keeps, per visitor, each block's config as it was when the session began (to rebuild
+    the page for a deep link) and makes all of them at once when the visitor's first request
+    arrives, on the server's event loop: for this app's ~375 blocks 0.1-0.2 s, during which the
+    whole server answers nobody. A class of 30 pressing Train together stalled every other
+    visitor for several seconds. Made when asked for, each entry is the same: the block objects
+    are kept as they were then, and a block that changes gets its entry set anew by gradio.
+    """
+
+    def __init__(self, blocks_config, blocks: dict, ids):
+        super().__init__()
+        self._config = blocks_config
+        self._blocks = {k: v for k, v in blocks.items() if k in ids}  # the blocks as they are now
+        self._order = list(self._blocks)
+
+    def _make(self, key):
+        block = self._blocks.pop(key)
+        value = self._config.config_for_block(key, [], block)
+        dict.__setitem__(self, key, value)
+        return value
+
+    def _make_all(self) -> None:
+        """Every entry, in gradio's order: the blocks' own, then any gradio added since."""
+        if not self._blocks:
+            return
+        made = dict(dict.items(self))
+        dict.clear(self)
+        for key in self._order:
+            if key in made:
+                dict.__setitem__(self, key, made.pop(key))
+            elif key in self._blocks:
+                self._make(key)
+        for key, value in made.items():
+            dict.__setitem__(self, key, value)
+
+    def __missing__(self, key):
+        if key in self._blocks:
+            return self._make(key)
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self._blocks
+
+    def __setitem__(self, key, value) -> None:
+        self._blocks.pop(key, None)
+        dict.__setitem__(self, key, value)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + len(self._blocks)
+
+    def __iter__(self):
+        self._make_all()
+        return dict.__iter__(self)
+
+    def keys(self):
+        self._make_all()
+        return dict.keys(self)
+
+    def values(self):
+        self._make_all()
+        return dict.values(self)
+
+    def items(self):
+        self._make_all()
+        return dict.items(self)
+
+
+def sessions_on_demand() -> None:
+    """Make a new visitor's session cheap to open: see `_ConfigsOnDemand`. Safe to call more than
+    once. gradio's SessionState.__init__ builds `config_values` from `blocks.blocks` and
+    `blocks.default_config`; it is handed a stand-in with no blocks (so it builds nothing) and the
+    entries are made on demand instead."""
+    from types import SimpleNamespace
+
+    from gradio import state_holder
+
+    original = state_holder.SessionState.__init__
+    if getattr(original, "vision_lab_on_demand", False):
+        return
+
+    def __init__(self, blocks):
+        original(self, SimpleNamespace(default_config=blocks.default_config, blocks={}))
+        self.config_values = _ConfigsOnDemand(self.blocks_config, self.blocks_config.blocks,
+                                              blocks.blocks)
+
+    __init__.vision_lab_on_demand = True
+    __init__.original = original
+    state_holder.SessionState.__init__ = __init__
