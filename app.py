@@ -86,14 +86,16 @@ def max_threads(settings) -> int:
 
 
 def _warm_up_training(delay: float = 2.0) -> None:
-    """Start the process runs fork from (it imports torch) once the first page is out."""
+    """Start the process runs fork from (it imports torch) once the first page is out, and the
+    helper that draws the figures (it imports matplotlib)."""
     import threading
     import time
 
     def later():
         time.sleep(delay)
-        from vision_lab.serving.worker import warm_up
-        warm_up()
+        from vision_lab.serving import drawing, worker
+        worker.warm_up()
+        drawing.warm_up()
         keep_startup_objects()   # and what the warm-up imported
 
     threading.Thread(target=later, daemon=True).start()
@@ -138,7 +140,7 @@ def main(argv=None):
     # Trainings run in child processes of their own (serving/worker.py) and keep every core.
     torch.set_num_threads(1)
     from vision_lab.ui import CSS, Settings, build_app
-    from vision_lab.ui.gradio_internals import calm_queue
+    from vision_lab.ui.gradio_internals import calm_queue, rarer_analytics
     from vision_lab.ui.language import I18N
     from vision_lab.ui.storage import HidePrivateRuns
 
@@ -161,6 +163,7 @@ def main(argv=None):
             if fn.api_name in ("classify", "feature_maps"):
                 fn.concurrency_limit = int(limit) if limit != "none" else None
     calm_queue(demo)
+    rarer_analytics(demo)
     if args.mcp:
         from vision_lab.ui.agents import expose_tools
 

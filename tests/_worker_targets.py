@@ -46,3 +46,21 @@ def niceness_of_threads(stop=None):
     worker.start()
     worker.join()
     yield {"main": os.nice(0), "thread": seen[0]}
+
+
+def figure_noting_where(note):
+    """A figure for the drawing helper (tests/test_drawing.py) that first notes where it was built:
+    the process, its niceness, the language and the plots' text size it was asked for."""
+    import json
+    from pathlib import Path
+
+    from vision_lab import i18n
+    from vision_lab.plots import _text_scale, lr_curve
+
+    Path(note).write_text(json.dumps({"pid": os.getpid(), "nice": os.nice(0), "lang": i18n.current(),
+                                      "scale": _text_scale.get()}))
+    return lr_curve([{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.01}])
+
+
+def figure_failing():
+    raise ValueError("the sentence a user should see")

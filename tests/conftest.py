@@ -74,6 +74,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _is_drawing_helper(pid: int) -> bool:
+    from vision_lab.serving.drawing import HELPER_NAME
+
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip() == HELPER_NAME
+    except OSError:
+        return False
+
+
 class LaunchedApp:
     """`python app.py ARGS` on a free port, its runs and data in `home`, its output in home/app.log."""
 
@@ -103,7 +112,8 @@ class LaunchedApp:
                 time.sleep(0.5)
 
     def run_processes(self) -> list[int]:
-        """Pids of the training processes running now (children of the app's forkserver)."""
+        """Pids of the training processes running now (children of the app's forkserver, other
+        than the helper that draws figures)."""
         def children(pid):
             out = []
             for entry in Path("/proc").iterdir():
@@ -119,7 +129,7 @@ class LaunchedApp:
         for child in children(self.proc.pid):
             try:
                 if b"forkserver" in (Path("/proc") / str(child) / "cmdline").read_bytes():
-                    runs += children(child)
+                    runs += [pid for pid in children(child) if not _is_drawing_helper(pid)]
             except OSError:
                 continue
         return runs

@@ -26,7 +26,7 @@ def test_a_run_downloads_as_a_bundle_and_opens_again(client, tmp_path):
     assert summary["test_acc"] == metrics["test_acc"] and len(summary["classes"]) == 10
     assert command.startswith("python -m vision_lab train") and command == summary["command"]
     assert Path(out[1]).is_file() and Path(out[2]).is_file()  # its loss and accuracy curves
-    assert out[5]["type"] == "matplotlib"                      # its confusion matrix
+    assert Path(out[5]).is_file() and Path(out[6]).is_file()  # its confusion matrix, per class
     # The opened checkpoint is now among this visitor's runs (and only theirs): the app finds it
     # by its name.
     assert name == "shapes_cnn_opened"

@@ -10,7 +10,7 @@ import pytest
 
 from vision_lab.ui.feature_maps import LenientImage
 from vision_lab.ui.fields import Number, Slider
-from vision_lab.ui.gradio_internals import calm_queue
+from vision_lab.ui.gradio_internals import calm_queue, rarer_analytics
 
 
 def test_calm_queue_makes_gradios_idle_queue_poll_less_often():
@@ -28,6 +28,26 @@ def test_calm_queue_makes_gradios_idle_queue_poll_less_often():
 def test_calm_queue_says_so_when_gradio_has_no_such_settings():
     with pytest.warns(UserWarning, match="polling every millisecond"):
         calm_queue(SimpleNamespace(_queue=SimpleNamespace()))
+
+
+def test_rarer_analytics_makes_gradio_summarise_its_events_once_in_many():
+    demo = gr.Blocks().queue()
+    queue = demo._queue
+    records = [{"time": 0.0, "status": "success", "function": "classify", "process_time": 0.05}] * 50
+    built = []
+    real = queue._get_df
+    queue._get_df = lambda records: built.append(len(records)) or real(records)
+    rarer_analytics(demo, every=100)
+    for _ in range(250):      # as gradio's queue does after each finished event
+        queue.events_recorded += 1
+        summary = queue.compute_analytics_summary(records)
+    assert built == [50, 50]   # after the 100th and the 200th event, not 250 times
+    assert summary["functions"]["classify"]["total_requests"] == 50
+
+
+def test_rarer_analytics_says_so_when_gradio_has_no_such_setting():
+    with pytest.warns(UserWarning, match="after every event"):
+        rarer_analytics(SimpleNamespace(_queue=SimpleNamespace()))
 
 
 @pytest.mark.parametrize("ours, gradios", [

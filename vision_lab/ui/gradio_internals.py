@@ -48,6 +48,31 @@ def calm_queue(demo, poll: float = 0.025) -> None:
     queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 10 * poll)
 
 
+ANALYTICS_EVERY = 500
+
+
+def rarer_analytics(demo, every: int = ANALYTICS_EVERY) -> None:
+    """Make gradio's queue recompute its monitoring summary every `every` finished events, not
+    after each one.
+
+    After every event the queue builds a pandas DataFrame of its last 10,000 events and groups it
+    by function, for its /monitoring page: 5 ms with 200 events behind it, 8 ms with 2,000 and
+    19 ms with 10,000 (on the 2-core test machine), under the GIL. In a class, with ten visitors
+    classifying and thirty trainings reporting, that was 9% of the server's busy time (py-spy,
+    benchmarks/classroom.py), and every other request waited behind it. The page still shows the
+    summary, at most `every` events old. Call after `demo.queue()`; a gradio without the setting
+    still serves, only busier: say so.
+    """
+    queue = getattr(demo, "_queue", None)
+    name = "ANAYLTICS_CACHE_FREQUENCY"   # sic: gradio's spelling
+    if queue is None or not hasattr(queue, name):
+        warnings.warn("This gradio's queue has no ANAYLTICS_CACHE_FREQUENCY: it recomputes its "
+                      "monitoring summary after every event (see vision_lab/ui/gradio_internals.py).",
+                      stacklevel=2)
+        return
+    setattr(queue, name, max(getattr(queue, name), every))
+
+
 # The page's static text follows gradio's frontend locale (svelte-i18n). gradio changes it from its
 # own Settings panel through `changeLocale`, exported by its core module (assets/core-<hash>.js);
 # the language switch finds that module among the page's loaded scripts and calls the same.

@@ -304,9 +304,9 @@ def opened_outputs(opened) -> tuple:
     lr = figure_to_image(lr_curve(opened.history)) if opened.history else None
     confusion = per_class = None
     if metrics.get("confusion"):
-        confusion = confusion_matrix(metrics["confusion"], opened.classes)
+        confusion = figure_to_image(confusion_matrix(metrics["confusion"], opened.classes))
     if metrics.get("per_class_acc"):
-        per_class = per_class_accuracy(metrics["per_class_acc"], opened.classes)
+        per_class = figure_to_image(per_class_accuracy(metrics["per_class_acc"], opened.classes))
     said = [text("share.opened", model=config.model, dataset=config.dataset,
                  epochs=len(opened.history))]
     if metrics.get("test_acc") is not None:

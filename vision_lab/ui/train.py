@@ -219,8 +219,9 @@ SCHEDULER_USES = {"step": {"step_size", "gamma"}, "multistep": {"milestones", "g
 def _results_layout(settings, view: dict) -> None:
     view["status"] = gr.Markdown(ui_text("train.ready"), elem_id="train-status",
                                  elem_classes="vl-status")
-    # Live curves are images rendered here, not gr.Plot: the handler then pays (and measures) the
-    # whole rendering cost, so the redraw budget in live.py is honest.
+    # Curves and results are PNG files drawn by the drawing helper (serving.drawing), not gr.Plot:
+    # gradio would encode a figure under the server's GIL, and the redraw budget in live.py counts
+    # the whole wait for a drawing.
     view["loss_plot"] = _live_image(ui_text("train.loss_plot"), elem_id="train-loss-plot")
     with gr.Tabs():
         with gr.Tab(ui_text("train.acc_plot")):
@@ -233,9 +234,9 @@ def _results_layout(settings, view: dict) -> None:
     gr.Markdown(ui_text("train.results"))
     with gr.Tabs():
         with gr.Tab(ui_text("train.confusion")):
-            view["confusion_plot"] = gr.Plot(label=ui_text("train.confusion"))
+            view["confusion_plot"] = _live_image(ui_text("train.confusion"))
         with gr.Tab(ui_text("train.per_class")):
-            view["per_class_plot"] = gr.Plot(label=ui_text("train.per_class"))
+            view["per_class_plot"] = _live_image(ui_text("train.per_class"))
         with gr.Tab(ui_text("train.wrong_tab")):
             view["wrong"] = gr.Gallery(label=ui_text("train.wrong"),
                                        columns=8, height="auto", object_fit="contain")
@@ -520,28 +521,31 @@ class LiveRun:
     # image instead would be PNG-encoded again on every yield, and gr.skip() makes gradio build a
     # fresh component object per skipped output: both cost the training CPU time.
 
-    def draw(self) -> None:
+    def draw(self, *more) -> None:
+        """Redraw the curves (the epoch ones only after a new epoch) and any `more` figures, each
+        (name, plots function, args), in one round trip to the drawing helper (serving.drawing:
+        matplotlib there does not hold up the server's other visitors)."""
         from ..plots import epoch_curves, loss_curve, lr_curve
+        from ..serving.drawing import draw_pngs
 
+        figures = []
         if self.new_epoch or self.end is not None:
             self.new_epoch = False
             histories = {render(self.label): [self.history]}  # the legend, in this language
-            self._save("acc", epoch_curves(histories, "acc"))
-            self._save("epoch_loss", epoch_curves(histories, "loss"))
-            self._save("lr", lr_curve(self.history))
-        self._save("loss", loss_curve(self.steps, self.losses, max_points=LIVE_POINTS,
-                                      title=text("train.loss_title", label=self.label)))
-
-    def _save(self, name: str, fig) -> None:
-        from ..plots import save_png
-
+            figures += [("acc", epoch_curves, (histories, "acc"), {}),
+                        ("epoch_loss", epoch_curves, (histories, "loss"), {}),
+                        ("lr", lr_curve, (self.history,), {})]
+        figures.append(("loss", loss_curve, (self.steps, self.losses),
+                        {"max_points": LIVE_POINTS, "title": text("train.loss_title", label=self.label)}))
+        figures += [(name, build, args, {}) for name, build, args in more]
         if self.folder is None:
             self.folder = tempfile.mkdtemp(prefix="vision-lab-live-")
         self.draws += 1
-        path = str(Path(self.folder) / f"{name}-{self.draws}.png")
-        save_png(fig, path)
-        self.old_images.append(self.images.get(name))
-        self.images[name] = path
+        paths = draw_pngs([(str(Path(self.folder) / f"{name}-{self.draws}.png"), build, args, kwargs)
+                           for name, build, args, kwargs in figures])
+        for (name, *_), path in zip(figures, paths):
+            self.old_images.append(self.images.get(name))
+            self.images[name] = path
 
     def frame(self, status: str, figures: bool = True) -> tuple:
         """The twelve outputs: the status, the figures (redrawn, or left as they are), no results.
@@ -580,11 +584,11 @@ def final_outputs(live: LiveRun) -> tuple:
     if end.checkpoint:
         status.append(text("train.saved_as", name=Path(end.checkpoint).name))
     status = join(*status)
-    confusion = per_class = None
+    results = []
     wrong = []
     if metrics.get("confusion"):
-        confusion = confusion_matrix(metrics["confusion"], data.classes)
-        per_class = per_class_accuracy(metrics["per_class_acc"], data.classes)
+        results = [("confusion", confusion_matrix, (metrics["confusion"], data.classes)),
+                   ("per_class", per_class_accuracy, (metrics["per_class_acc"], data.classes))]
         for m in metrics.get("most_confused", []):
             image = enlarge(chw_to_numpy(data.test_images[m["index"]]))
             wrong.append((image, f"{data.classes[m['true']]} → {data.classes[m['predicted']]} "
@@ -598,10 +602,10 @@ def final_outputs(live: LiveRun) -> tuple:
         "seconds": round(time.perf_counter() - live.started, 2), "config": live.config.to_dict(),
         "command": command, "internals": internals_of(live.history),
     }
-    live.draw()
-    images = tuple(live.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr"))
+    live.draw(*results)
+    images = tuple(live.images.get(k) for k in ("loss", "acc", "epoch_loss", "lr", "confusion", "per_class"))
     name = Path(end.checkpoint).stem if end.checkpoint else ""
-    return (status, *images, confusion, per_class, wrong, name, end.checkpoint, command, summary)
+    return (status, *images, wrong, name, end.checkpoint, command, summary)
 
 
 def loading_message(dataset: str, data_root) -> str:
