@@ -1,7 +1,8 @@
 """Does every lesson's claim hold? Train each Compare lesson at a size and print its verdict.
 
 For each lesson: the claim, its margin ± the seed-to-seed spread (points), whether it held, and
-the seconds the lesson took. Exits non-zero when a claim does not hold, so a lesson whose text
+the seconds the lesson took; a lesson with several claims (regularization, early stopping) lists
+each under "claims". Exits non-zero when a claim does not hold, so a lesson whose text
 says more than its numbers show is caught. Lessons that need something missing here (the ImageNet
 weights) are reported as skipped.
 
@@ -43,17 +44,24 @@ def main(argv=None) -> int:
             entry = {"lesson": name, "seconds": round(result.seconds, 1), "rows": result.rows,
                      "holds": v.holds if v else None, "margin": v and round(v.margin, 2),
                      "spread": v and round(v.spread, 2), "per_seed": v and [round(m, 2) for m in v.per_seed],
-                     "verdict": v.text if v else "no claim"}
+                     "verdict": v.text if v else "no claim", "notes": list(result.notes)}
+            if len(result.verdicts) > 1:
+                entry["claims"] = [{"holds": w and w.holds, "margin": w and round(w.margin, 2),
+                                    "spread": w and round(w.spread, 2), "verdict": w.text if w else "no claim"}
+                                   for w in result.verdicts]
             results.append(entry)
-            if v is not None and v.holds is False:
+            if any(w is not None and w.holds is False for w in result.verdicts or [v]):
                 failed.append(name)
             if not args.json:
                 print(f"-- {name} ({result.seconds:.0f} s)", flush=True)
+                for note in result.notes:   # e.g. the lesson asked for more images than there are
+                    print(f"   note: {note}", flush=True)
                 for row in result.rows:
                     print(f"   {row['run']:<32} val {row['best val acc (%)']:>12}  test "
                           f"{row['test acc (%)']:>12}  gap {row['train−val gap (points)']:>12}")
-                print(f"   {'HOLDS' if v and v.holds else 'DOES NOT HOLD' if v and v.holds is False else '?'}: "
-                      f"{entry['verdict']}", flush=True)
+                for w in result.verdicts or [v]:
+                    print(f"   {'HOLDS' if w and w.holds else 'DOES NOT HOLD' if w and w.holds is False else '?'}: "
+                          f"{w.text if w else 'no claim'}", flush=True)
     if args.json:
         print(json.dumps({"benchmark": "lessons", "machine": machine(), "dataset": args.dataset,
                           "size": size, "lessons": results, "failed": failed}))

@@ -64,6 +64,15 @@ def shared_mnist():
     return SHARED_DATA
 
 
+@pytest.fixture
+def shared_cifar10():
+    """A small real CIFAR-10 (2,400 training and 600 test images), for development and CI only."""
+    root = SHARED_DATA / "cifar10-dev"
+    if not (root / "cifar-10-batches-bin").is_dir():
+        pytest.skip("../shared/data/cifar10-dev (a small real CIFAR-10) is not available")
+    return root
+
+
 # ---- a launched app, shared by the gradio_client and browser tests -----------------------------
 
 def _free_port() -> int:

@@ -94,6 +94,18 @@ def test_compare_quick_returns_one_row_per_run(client):
     assert inside is not None      # the layers of both runs at their last epoch (a figure)
 
 
+def test_compare_on_fewer_images_than_the_lesson_asks_uses_them_all_and_says_so_once(client, tmp_path):
+    from test_datasets import _class_folders
+
+    folder = "folder:" + str(_class_folders(tmp_path / "pets", per_class=10))  # 16 train, 4 test
+    status, verdict, table, *_ = client.predict(lesson_name="MLP vs CNN", dataset_name=folder,
+                                                size_name="quick", api_name="/compare")
+    assert "Done" in status and "Traceback" not in status
+    assert status.count("Asked for 300 training images") == 1 and "has 16: all 16 are used" in status
+    assert status.count("Asked for 100 test images") == 1 and "has 4: all 4 are used" in status
+    assert [r[0] for r in table["data"]] == ["MLP", "CNN"]
+
+
 def test_compare_pretrained_offline_says_so(client):
     """Offline, the pretrained lesson must fail before training with the library's sentence.
     (The app runs offline in tests, with an empty torch cache: conftest.LaunchedApp.)"""

@@ -490,11 +490,11 @@ def test_stop_during_a_checkpoint_write_keeps_that_epoch_whole(tmp_path, small, 
     real_save = training.save_checkpoint
     calls = {"n": 0}
 
-    def save(path, model, metadata):
+    def save(path, model, metadata, *tensors):
         calls["n"] += 1
         if calls["n"] == 2:
             stop.set()                   # between the epoch's end and its file being complete
-        return real_save(path, model, metadata)
+        return real_save(path, model, metadata, *tensors)
 
     monkeypatch.setattr(training, "save_checkpoint", save)
     config = _config(tmp_path, epochs=3)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from vision_lab import i18n, lessons, models, recipes, training, transforms
+from vision_lab import i18n, lesson_results, lessons, models, recipes, training, transforms
 from vision_lab.i18n import Text, join, listing, render, text
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -38,18 +38,18 @@ def test_lesson_titles_questions_claims_and_labels_speak_chinese():
         assert set(plan.claim.weights) <= {str(label) for label, _ in plan.runs}
     with pytest.raises(KeyError):
         lessons.lesson_title("no such lesson")
-    assert all(_said_in_chinese(name) for name, _ in lessons.METRICS.values())
-    assert all(_said_in_chinese(column) for column in lessons.SUMMARY_COLUMNS)
+    assert all(_said_in_chinese(name) for name, _ in lesson_results.METRICS.values())
+    assert all(_said_in_chinese(column) for column in lesson_results.SUMMARY_COLUMNS)
 
 
 def test_a_verdict_begins_with_its_claim_in_either_language():
-    claim = lessons.Claim(text("lessons.claim.mlp_vs_cnn"), {"CNN": 1, "MLP": -1})
+    claim = lesson_results.Claim(text("lessons.claim.mlp_vs_cnn"), {"CNN": 1, "MLP": -1})
 
     def end(acc):
         return training.RunEnd(reason="completed", message="", best_epoch=1, history=[], checkpoint=None,
                                metrics={"test_acc": acc})
 
-    clear = lessons.verdict(claim, {"CNN": [end(0.9), end(0.91), end(0.92)],
+    clear = lesson_results.verdict(claim, {"CNN": [end(0.9), end(0.91), end(0.92)],
                                     "MLP": [end(0.8), end(0.8), end(0.8)]})
     assert clear.text.startswith("The CNN beats the MLP: by 11.0")
     zh = render(clear.text, "zh")
@@ -63,8 +63,8 @@ def test_a_summary_row_is_keyed_by_its_columns_in_english():
     ends = [training.RunEnd(reason="completed", message="", best_epoch=1, checkpoint=None,
                             history=[{"epoch": 1, "train_acc": 0.9, "val_acc": 0.8, "seconds": 1.0}],
                             metrics={"test_acc": 0.75})]
-    row = lessons.summary_row(text("lessons.run.cnn"), config, ends)
-    assert list(row) == list(lessons.SUMMARY_COLUMNS)
+    row = lesson_results.summary_row(text("lessons.run.cnn"), config, ends)
+    assert list(row) == list(lesson_results.SUMMARY_COLUMNS)
     assert row["test acc (%)"] == "75.0" and row["ended"] == "completed" and row["run"] == "CNN"
     assert render(row["ended"], "zh") == "已完成"
 

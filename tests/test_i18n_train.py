@@ -29,7 +29,8 @@ def test_every_field_a_sentence_names_is_in_the_catalogue():
 
 
 def test_every_size_column_and_ending_of_a_comparison_is_in_the_catalogue():
-    from vision_lab.lessons import SIZES, SUMMARY_COLUMNS
+    from vision_lab.lessons import SIZES
+    from vision_lab.lesson_results import SUMMARY_COLUMNS
     from vision_lab.ui.compare import COLUMN_KEYS
 
     assert set(COLUMN_KEYS) == set(SUMMARY_COLUMNS)
@@ -53,7 +54,7 @@ def test_a_wrong_value_is_said_in_the_visitors_language():
 
 
 def test_the_results_table_speaks_the_visitors_language_and_english_to_the_api():
-    from vision_lab.lessons import SUMMARY_COLUMNS
+    from vision_lab.lesson_results import SUMMARY_COLUMNS
     from vision_lab.ui.compare import _table
 
     row = {column: None for column in SUMMARY_COLUMNS}

@@ -200,9 +200,9 @@ def test_unknown_option():
     assert "hidden_sizes, dropout, batch_norm" in str(error.value)
 
 
-def test_pretrained_only_for_resnet18():
-    with pytest.raises(ValueError, match="only resnet18 has pretrained weights"):
-        create_model("cnn", NUM_CLASSES, pretrained=True)
+def test_pretrained_only_for_resnet18_and_cnn():
+    with pytest.raises(ValueError, match=r"only resnet18 \(ImageNet\) and cnn \(the shipped backbone\)"):
+        create_model("lenet", NUM_CLASSES, pretrained=True)
 
 
 def test_pretrained_offline_raises_helpful_error(hub_dir):

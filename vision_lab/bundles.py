@@ -44,7 +44,9 @@ MAX_CHECKPOINT_BYTES = int(os.environ.get("VISION_LAB_MAX_BUNDLE_MB", "512")) * 
 MAX_RATIO = 100
 SMALL = 2**20
 # Paths of this machine: where the reader keeps data and runs is their own business.
-LOCAL_FIELDS = ("data_root", "out")
+# Paths on the machine that trained. A continued run (resume) trains the same from scratch to the
+# same epochs, so its bundle's config leaves the checkpoint it continued out too.
+LOCAL_FIELDS = ("data_root", "out", "resume")
 
 
 class BundleError(ValueError):
@@ -65,7 +67,7 @@ class RunBundle:
 
 def write_bundle(checkpoint_path, out_path) -> Path:
     """Write the run whose checkpoint is `checkpoint_path` as a bundle at `out_path`."""
-    from .checkpoints import atomic_write_bytes, read_metadata
+    from .checkpoints import atomic_write_bytes, model_only_bytes, read_metadata
 
     checkpoint_path = Path(checkpoint_path)
     meta = read_metadata(checkpoint_path)
@@ -74,7 +76,7 @@ def write_bundle(checkpoint_path, out_path) -> Path:
         CONFIG: _json_bytes(config.to_dict()),
         METRICS: _json_bytes(meta.get("metrics") or {}),
         HISTORY: _json_bytes(meta.get("history") or []),
-        CHECKPOINT: checkpoint_path.read_bytes(),
+        CHECKPOINT: model_only_bytes(checkpoint_path),
         README: t("bundles.readme", name=checkpoint_path.stem, model=config.model,
                   dataset=config.dataset, command=_command(config)).encode("utf-8"),
     }

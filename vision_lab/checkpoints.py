@@ -28,6 +28,8 @@ METADATA_KEY = "vision_lab"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 REQUIRED_KEYS = ("model", "classes", "channels", "image_size", "mean", "std")
+# Tensors under this prefix are a run's training state (resume.py), not the model's weights.
+TRAINING_STATE = "training_state."
 
 
 class CheckpointError(ValueError):
@@ -123,7 +125,9 @@ def remove_stale_temp_files(directory, older_than: float = 3600.0) -> list[Path]
     return removed
 
 
-def save_checkpoint(path, model: torch.nn.Module, metadata: dict) -> Path:
+def save_checkpoint(path, model: torch.nn.Module, metadata: dict, extra: dict | None = None) -> Path:
+    """Write the model's weights and `metadata`; `extra` tensors (a run's training state, named
+    under TRAINING_STATE) go into the same file."""
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ValueError(text("checkpoints.save_lacks", keys=", ".join(missing)))
@@ -131,10 +135,24 @@ def save_checkpoint(path, model: torch.nn.Module, metadata: dict) -> Path:
     meta.update(format_version=FORMAT_VERSION, vision_lab_version=__version__,
                 created=meta.get("created") or _dt.datetime.now().isoformat(timespec="seconds"))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
     data = _safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
+
+
+def model_only_bytes(path) -> bytes:
+    """The checkpoint's bytes without a run's training state (resume.py): what a bundle carries.
+    Adam's state alone is twice the weights, and nobody continues a run from a shared copy."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if "training_state" not in meta:
+        return path.read_bytes()
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(TRAINING_STATE)}
+    meta.pop("training_state")
+    return _safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
 
 
 def _describe_non_safetensors(path: Path) -> str:
@@ -215,7 +233,7 @@ def load_checkpoint(path, device="cpu") -> Checkpoint:
         raise CheckpointError(text("checkpoints.cannot_rebuild", name=path.name,
                                    reason=_said_by(e))) from None
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(TRAINING_STATE)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

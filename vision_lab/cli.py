@@ -48,7 +48,7 @@ TRAIN_FLAGS = {
     "l1": ("--l1", None),
     "label_smoothing": ("--label-smoothing", "share of each target spread over all classes, e.g. 0.2"),
     "model_options": ("--model-options", 'JSON, e.g. \'{"hidden_sizes": [8, 8]}\''),
-    "pretrained": ("--pretrained", "ImageNet weights (resnet18)"),
+    "pretrained": ("--pretrained", "pretrained weights: ImageNet (resnet18) or the shipped textures backbone (cnn)"),
     "freeze_epochs": ("--freeze-epochs", "train only the head for this many epochs"),
     "unfreeze_lr": ("--unfreeze-lr", "lr after unfreezing (default lr / 10)"),
     "early_stopping_patience": ("--early-stopping", "patience in epochs (0: off)"),
@@ -73,6 +73,8 @@ TRAIN_FLAGS = {
                                            "percentiles and gradient norms (the epoch events' internals)"),
     "data_root": ("--data-root", "where datasets are downloaded (default $VISION_LAB_DATA or ./data)"),
     "out": ("--out", "checkpoint path (default checkpoints/runs/…)"),
+    "resume": ("--resume", "continue the run saved in this checkpoint: its options, unless typed "
+                           "here; --epochs is the total to reach"),
 }
 _JSON_FIELDS = {"scheduler_options", "model_options"}
 _POSITIVE_FIELDS = {"image_size", "subset_train", "subset_test"}
@@ -179,7 +181,30 @@ def _config_from_args(args):
     values = {name: getattr(args, name) for name in TRAIN_FLAGS}
     if isinstance(values["augment"], str) and values["augment"].lstrip().startswith("["):
         values["augment"] = json.loads(values["augment"])
+    if values["resume"]:
+        values = _resumed_values(values)
     return TrainConfig(**values)
+
+
+def _resumed_values(values: dict) -> dict:
+    """With --resume the checkpoint's run is the one that goes on, so its settings fill every
+    option left at its default here: `train --epochs 4 --resume a.safetensors` is enough. What may
+    change on the way (resume.MAY_CHANGE: --epochs, --out, ...) comes from this command line, and
+    an option typed with another value than the run's is refused by resume.check, with its name."""
+    from .checkpoints import CheckpointError, read_metadata
+    from .resume import MAY_CHANGE
+    from .training import TrainConfig
+
+    try:
+        started = read_metadata(values["resume"]).get("config")
+    except (CheckpointError, OSError, ValueError):
+        return values   # resume.check says what is wrong with the file
+    if not isinstance(started, dict):
+        return values
+    defaults = TrainConfig().to_dict()
+    return {name: started[name] if (name in started and name not in MAY_CHANGE
+                                    and value == defaults[name]) else value
+            for name, value in values.items()}
 
 
 class ProgressBar:

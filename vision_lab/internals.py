@@ -195,3 +195,42 @@ def handed_on_spread(record: dict) -> list[tuple[str, float | None]]:
         else:
             spread.append((layer["name"], std))
     return spread
+
+
+# Weights of the layers that compute (Conv, Linear): a BatchNorm's scale is no connection weight.
+def _connection_weights(record: dict) -> list[dict]:
+    return [layer["weight"] for layer in record.get("layers", [])
+            if not layer["kind"].startswith("BatchNorm") and layer.get("weight")
+            and None not in layer["weight"]["percentiles"]]
+
+
+NEAR_ZERO = 0.05   # of a layer's 99th-percentile weight magnitude
+
+
+def near_zero_share(record: dict) -> float | None:
+    """The share of connection weights near zero, the mean over the Conv/Linear layers of one
+    epoch's record: within NEAR_ZERO of the layer's largest weights (its 1st/99th percentile
+    magnitude), read off its recorded percentiles (the distribution between them taken as
+    linear). Relative to the layer's own scale, so weights that all shrink alike (L2) are no
+    sparser, while L1, which pushes most of them to zero and leaves a few, is. About 5% for
+    freshly initialised (uniform) weights."""
+    import numpy as np
+
+    weights = _connection_weights(record)
+    if not weights:
+        return None
+    shares = []
+    for w in weights:
+        q, p = np.asarray(w["percentiles"], float), np.asarray(record["percentiles"], float) / 100
+        edge = NEAR_ZERO * max(abs(q[0]), abs(q[-1]))
+        below, above = np.interp([-edge, edge], q, p, left=0.0, right=1.0)
+        shares.append(float(above - below))
+    return sum(shares) / len(shares)
+
+
+def weight_size(record: dict) -> float | None:
+    """How large the connection weights are: the mean over the Conv/Linear layers of one epoch's
+    record of their standard deviation (their mean is near zero, so this is their typical
+    magnitude). L2 (weight decay) pulls it down."""
+    sizes = [w["std"] for w in _connection_weights(record) if w.get("std") is not None]
+    return sum(sizes) / len(sizes) if sizes else None

@@ -66,7 +66,9 @@ class _ConvClassifier(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _build_cnn(num_classes, in_channels, image_size, batch_norm, dropout):
+def _build_cnn(num_classes, in_channels, image_size, batch_norm, dropout, pretrained=False):
+    if pretrained and not batch_norm:
+        raise ValueError(text("models.backbone_needs_batch_norm"))
     features: list[nn.Module] = []
     channels = in_channels
     for out_channels in (32, 64, 128):
@@ -92,7 +94,15 @@ def _build_cnn(num_classes, in_channels, image_size, batch_norm, dropout):
         *_dropout_layers(dropout),
         nn.Linear(512, num_classes),
     )
-    return _ConvClassifier(nn.Sequential(*features), classifier)
+    model = _ConvClassifier(nn.Sequential(*features), classifier)
+    if pretrained:
+        from .backbone import load_backbone
+
+        # The shipped backbone (backbone.py) covers the convolutions; the classifier is new, so
+        # it is what trains while the backbone is frozen.
+        load_backbone(model.features, in_channels)
+        model.new_layers = ["classifier"]
+    return model
 
 
 def _build_lenet(num_classes, in_channels, image_size):
@@ -225,6 +235,7 @@ _REGISTRY: dict[str, _ModelSpec] = {
         _build_cnn,
         text("models.description.cnn"),
         {"batch_norm": True, "dropout": 0.5},
+        has_pretrained=True,
     ),
     "lenet": _ModelSpec(
         _build_lenet,
@@ -261,6 +272,12 @@ def _spec(name: str) -> _ModelSpec:
     if name not in _REGISTRY:
         raise ValueError(text("models.unknown", name=name, models=", ".join(_REGISTRY)))
     return _REGISTRY[name]
+
+
+def has_pretrained(name: str) -> bool:
+    """Whether the model can start from pretrained weights (resnet18: ImageNet's, downloaded;
+    cnn: the textures backbone shipped in checkpoints/backbones/, see backbone.py)."""
+    return _spec(name).has_pretrained
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -346,11 +363,13 @@ def head_module_name(model: nn.Module) -> str:
 
 
 def freeze_backbone(model: nn.Module) -> None:
-    """Train only the classifier layer, e.g. for fine-tuning pretrained weights."""
+    """Train only what pretrained weights did not cover, e.g. for fine-tuning them: the layers a
+    model lists in `new_layers` (the pretrained cnn's whole classifier), else the classifier layer."""
     for parameter in model.parameters():
         parameter.requires_grad = False
-    for parameter in model.get_submodule(head_module_name(model)).parameters():
-        parameter.requires_grad = True
+    for name in getattr(model, "new_layers", None) or [head_module_name(model)]:
+        for parameter in model.get_submodule(name).parameters():
+            parameter.requires_grad = True
 
 
 def unfreeze_all(model: nn.Module) -> None:

@@ -302,6 +302,31 @@ def epoch_curves(histories: dict[str, list[list[dict]]], metric: str = "acc") ->
 
 
 @_styled
+def resumed_curves(continued: list[dict], after: int, uninterrupted: list[dict] | None = None) -> Figure:
+    """Validation loss per epoch of a run stopped after epoch `after` and continued (resume.py),
+    drawn dashed over the run that trained straight through (solid, thicker), when there is one:
+    on a CPU the two are one curve."""
+    def points(history):
+        return ([h["epoch"] for h in history],
+                [math.nan if h.get("val_loss") is None else h["val_loss"] for h in history])
+
+    fig, ax = _single_axes_figure()
+    ax.set(title=t("plots.resumed.title"), xlabel=t("plots.axis.epoch"), ylabel=t("plots.axis.loss"))
+    if uninterrupted:
+        ax.plot(*points(uninterrupted), color="C0", linewidth=6, alpha=0.35,
+                label=t("plots.resumed.uninterrupted"))
+    ax.plot(*points([h for h in continued if h["epoch"] <= after]), color="C1", marker="o",
+            label=t("plots.resumed.before", epoch=after))
+    ax.plot(*points([h for h in continued if h["epoch"] >= after]), color="C3", marker="s",
+            linestyle="--", label=t("plots.resumed.after", epoch=after))
+    ax.axvline(after, color="grey", linewidth=1, linestyle=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+@_styled
 def learning_curve(lines: dict[str, dict[int, list[float]]]) -> Figure:
     """Test accuracy against the number of training images, on a log axis: one line per model
     (its seeds' mean) with a band from their min to max. `lines` maps a model to
@@ -527,6 +552,21 @@ def feature_map_mosaic(maps, ncols: int = 8, tile: int = 96, gap: int = 6) -> np
         top, left = row * (ch + gap), col * (cw + gap)
         mosaic[top:top + ch, left:left + cw] = cells[i]
     return mosaic
+
+
+def mosaic_cell(shape, x: int, y: int, ncols: int = 8, tile: int = 96, gap: int = 6):
+    """Which (channel, row, column) of (C, h, w) maps the mosaic pixel (x, y) shows, with the same
+    layout arguments as `feature_map_mosaic`; None for a gap or a pixel outside every tile."""
+    n, h, w = shape
+    scale = max(1, round(tile / max(h, w)))
+    ncols = max(1, min(ncols, n))
+    tile_row, y_in = divmod(int(y), h * scale + gap)
+    tile_col, x_in = divmod(int(x), w * scale + gap)
+    channel = tile_row * ncols + tile_col
+    if x < 0 or y < 0 or tile_col >= ncols or channel >= n or y_in >= h * scale \
+            or x_in >= w * scale:
+        return None
+    return channel, y_in // scale, x_in // scale
 
 
 @_styled

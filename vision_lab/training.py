@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, resume
 from .checkpoints import default_checkpoint_dir, save_checkpoint
 from .datasets import FOLDER_PREFIX, ImageData, load_dataset
 from .i18n import Text, listing, text
@@ -102,6 +102,7 @@ class TrainConfig:
     compile: str = "auto"                # torch.compile: auto = on CUDA, when the run is long enough
     record_internals: bool = True        # each epoch's weights, activations, gradient norms (internals.py)
     out: str | None = None               # checkpoint path; None: a new file under checkpoints/runs/
+    resume: str | None = None            # continue the run saved in this checkpoint (resume.py)
 
     def __post_init__(self):
         # A model with a recipe (recipes.py: speedrun) trains best with its own settings: they fill
@@ -172,9 +173,14 @@ class TrainConfig:
                 raise ValueError(text("training.freeze_needs_pretrained"))
             if self.freeze_epochs < 0 or (self.budget_seconds is None and self.freeze_epochs >= self.epochs):
                 raise ValueError(text("training.freeze_too_long", freeze=self.freeze_epochs, epochs=self.epochs))
+        dropout = (self.model_options or {}).get("dropout", 0.0)
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):  # Dropout(1) zeroes all
+            raise ValueError(text("train.dropout_range", value=dropout))
         if isinstance(self.augment, list):
             validate_spec(self.augment)
         self._validate_new_options()
+        if self.resume:
+            resume.check(self)
 
     def _validate_new_options(self) -> None:
         """The options of fast training: time budget, label smoothing, TTA, precision, compile."""
@@ -201,13 +207,14 @@ def _field_defaults() -> dict:
             for f in dataclasses.fields(TrainConfig)}
 
 
-def load_data(config: TrainConfig) -> ImageData:
+def load_data(config: TrainConfig, fit_subsets: bool = False) -> ImageData:
     """The data a config trains on. The app, the CLI and the tests all build it here, so one
-    config gives one result everywhere (the app keeps a few in memory, keyed by `data_key`)."""
+    config gives one result everywhere (the app keeps a few in memory, keyed by `data_key`).
+    `fit_subsets`: a subset larger than its split takes all of it (see lessons.fit_plan)."""
     folder = config.dataset.startswith(FOLDER_PREFIX)
     return load_dataset(config.dataset, data_root=config.data_root, subset_train=config.subset_train,
                         subset_test=config.subset_test, seed=config.data_seed,
-                        val_fraction=config.val_fraction,
+                        val_fraction=config.val_fraction, fit_subsets=fit_subsets,
                         image_size=config.image_size if folder else None)
 
 
@@ -558,6 +565,9 @@ class _Run:
     best_state: dict | None = None
     checkpoint: Path | None = None
     internals: InternalsRecorder | None = None   # None: config.record_internals is off
+    order_gen: torch.Generator | None = None     # the batch order's random numbers
+    augment_gen: torch.Generator | None = None   # augmentation's
+    last_state: dict | None = None                # the last epoch's weights, once the best are put back
 
     @property
     def is_main(self) -> bool:
@@ -582,8 +592,10 @@ class _Run:
         if not self.is_main:
             self.checkpoint = self.out
             return
-        self.checkpoint = save_checkpoint(self.out, self.model, checkpoint_metadata(
-            self.config, self.data, self.prep, self.history, metrics))
+        # The training state rides along, so the run can be continued (resume.py).
+        tensors, state = resume.state_of(self)
+        self.checkpoint = save_checkpoint(self.out, self.model, {**checkpoint_metadata(
+            self.config, self.data, self.prep, self.history, metrics), "training_state": state}, tensors)
 
 
 def _set_up(config: TrainConfig, data: ImageData) -> Iterator[Status]:
@@ -1000,12 +1012,12 @@ def _end_epoch(run: _Run, record: dict) -> None:
         run.best_epoch, run.best_loss = record["epoch"], math.inf if val_loss is None else val_loss
         if config.restore_best and val_loss is not None:
             run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-    # Every completed epoch is on disk, so a stop or a crash keeps it.
-    run.save({"val_loss": val_loss, "val_acc": record["val_acc"]})
     if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         run.scheduler.step(val_loss)
     elif run.scheduler is not None and config.scheduler not in PER_STEP_SCHEDULERS:
         run.scheduler.step()
+    # Every completed epoch is on disk, so a stop or a crash keeps it, ready for the next epoch.
+    run.save({"val_loss": val_loss, "val_acc": record["val_acc"]})
 
 
 def _after_epoch(run: _Run, trained_at: float) -> Iterator[Status]:
@@ -1020,6 +1032,7 @@ def _test_once(run: _Run, reason: str, message: Text) -> RunEnd:
     """The end of a run that reached it: keep the best epoch (if asked), then look at the test
     set, once, and save the kept model with those figures."""
     if run.best_state is not None:
+        run.last_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         run.model.load_state_dict(run.best_state)
     kept = run.best_epoch if run.best_state is not None else run.history[-1]["epoch"]
     result = _evaluate(run, "test")
@@ -1071,11 +1084,11 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
     run = None
     try:
         run = yield from _set_up(config, data)
-        order_gen = torch.Generator().manual_seed(config.seed)
-        augment_gen = _augment_generator(run)
+        order_gen = run.order_gen = torch.Generator().manual_seed(config.seed)
+        augment_gen = run.augment_gen = _augment_generator(run)
         if config.budget_seconds:
             run.budget_end = time.perf_counter() + config.budget_seconds
-        epoch = 0
+        epoch = (yield from _continue(run)) if config.resume else 0
         while run.step < run.total_steps:
             epoch += 1
             yield from _unfreeze_if_due(run, epoch)
@@ -1101,6 +1114,22 @@ def train(config: TrainConfig, stop: threading.Event | None = None,
         if run is None or not is_out_of_memory(error):
             raise
         yield _kept_as_saved(run, "failed", _out_of_memory_message(run.batch_size, run.device))
+
+
+def _continue(run: _Run) -> Iterator[Status]:
+    """A resumed run: unfrozen if its checkpoint was, then put where that left it (resume.py).
+    Returns the epoch it continues after."""
+    config = run.config
+    meta = resume.check(config)
+    epoch = meta["training_state"]["epoch"]
+    # Stopped after the frozen epochs: the loop unfreezes at the next one, with a new optimizer.
+    if config.freeze_epochs and epoch > config.freeze_epochs:
+        run.step = config.freeze_epochs * run.steps_per_epoch  # where the unfrozen schedule starts
+        yield from _unfreeze_if_due(run, config.freeze_epochs + 1)
+    resume.restore(run, meta)
+    yield Status(text("resume.continuing", name=Path(config.resume).name, epoch=epoch,
+                      epochs=config.epochs))
+    return epoch
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -66,7 +66,7 @@ def dataset_info(name: str, data_root: str | os.PathLike | None = None) -> dict:
 def load_dataset(name: str, data_root: str | os.PathLike | None = None,
                  subset_train: int | None = None, subset_test: int | None = None,
                  subset_mode: str = "random", seed: int = 0, image_size: int | None = None,
-                 val_fraction: float = 0.0, **options: Any) -> ImageData:
+                 val_fraction: float = 0.0, fit_subsets: bool = False, **options: Any) -> ImageData:
     """Load a dataset into memory, optionally keeping only a subset of each split, and hold out
     `val_fraction` of the training images as a validation set.
 
@@ -74,13 +74,16 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     `seed`; the validation images are then drawn from those N, stratified by class, also with
     `seed` (a folder's own val/ folder is used instead when it has one). `image_size` applies to
     folder datasets only (None: their own size, see folders.choose_image_size); the built-in ones
-    keep their native size. Options per dataset: shapes: n_train, n_test, shapes_seed; folder:
+    keep their native size. A subset larger than its split is an error, unless `fit_subsets`: then
+    it takes the whole split and `messages` says so (a `datasets.subset_uses_all.<split>` Text,
+    whose `count` is what the split has). Options per dataset: shapes: n_train, n_test, shapes_seed; folder:
     test_fraction, max_bytes, max_files; all: progress (a callable taking a message string).
     """
     if subset_mode not in ("first", "random"):
         raise ValueError(text("datasets.subset_mode", mode=repr(subset_mode)))
     if not 0 <= val_fraction < 1:
         raise ValueError(text("datasets.val_fraction", fraction=val_fraction))
+    notes = []   # shapes' subsets are made, not taken: generated_sizes fits them
     if name.startswith(FOLDER_PREFIX):
         _check_options(name, options, FOLDER_OPTIONS)
         data = load_folder(name[len(FOLDER_PREFIX):], image_size, seed, **options)
@@ -90,16 +93,16 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
         if name == "shapes" and not options.keys() & {"n_train", "n_test"}:
             # shapes is generated: make just the subset asked for, the same images for the app,
             # the CLI and the tests (options n_train/n_test make a pool to draw subsets from).
-            options.update(generated_sizes(subset_train, subset_test))
+            options.update(generated_sizes(subset_train, subset_test, notes if fit_subsets else None))
             subset_train = subset_test = None
         data = spec.load(resolve_data_root(data_root), seed, **options)
+    data.messages.extend(notes)
     generator = torch.Generator().manual_seed(seed)
+    fit = data.messages if fit_subsets else None
     data.train_images, data.train_labels = _subset(
-        data.train_images, data.train_labels, subset_train, subset_mode, generator,
-        lambda n: text("datasets.subset_too_large.train", size=subset_train, count=n, name=name))
+        data.train_images, data.train_labels, subset_train, subset_mode, generator, "train", name, fit)
     data.test_images, data.test_labels = _subset(
-        data.test_images, data.test_labels, subset_test, subset_mode, generator,
-        lambda n: text("datasets.subset_too_large.test", size=subset_test, count=n, name=name))
+        data.test_images, data.test_labels, subset_test, subset_mode, generator, "test", name, fit)
     if data.val_images is None and val_fraction > 0:
         _hold_out_validation(data, val_fraction, seed)
     if data.mean is None:
@@ -148,14 +151,22 @@ def _check_options(name: str, options: dict, allowed: frozenset[str]) -> None:
 
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, size: int | None, mode: str,
-            generator: torch.Generator,
-            too_large: Callable[[int], str]) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator, split: str, name: str,
+            fit: list | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` images of a split. One larger than the split is an error, or, given a `fit` list
+    of messages, the whole split and a note in that list."""
     if size is None:
         return images, labels
     if size < 1:
         raise ValueError(text("datasets.subset_too_small", size=size))
     if size > len(images):
-        raise ValueError(too_large(len(images)))
+        said = text(f"datasets.subset_{'too_large' if fit is None else 'uses_all'}.{split}",
+                    size=size, count=len(images), name=name)
+        if fit is None:
+            raise ValueError(said)
+        fit.append(said)
+        # Drawn like any subset, so loading exactly this many again gives the same images.
+        size = len(images)
     if mode == "first":
         index = torch.arange(size)
     else:

@@ -171,14 +171,20 @@ def _generate_shapes(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
 SHAPES_TRAIN, SHAPES_TEST = 10_000, 2_000  # the full dataset's splits
 
 
-def generated_sizes(subset_train: int | None, subset_test: int | None) -> dict[str, int]:
+def generated_sizes(subset_train: int | None, subset_test: int | None,
+                    fit: list | None = None) -> dict[str, int]:
     """How many images to generate for subsets of these sizes: just those (generating is the slow
-    part), never more than the full dataset has (one request must not make millions)."""
+    part), never more than the full dataset has (one request must not make millions). A size over
+    that is an error, or, given a `fit` list of messages, the full split and a note in that list."""
     sizes = {}
     for split, size, full in (("train", subset_train, SHAPES_TRAIN), ("test", subset_test, SHAPES_TEST)):
         if size is not None and size > full:
-            raise ValueError(text(f"datasets.subset_too_large.{split}", size=size, count=full,
-                                  name="shapes"))
+            said = text(f"datasets.subset_{'too_large' if fit is None else 'uses_all'}.{split}",
+                        size=size, count=full, name="shapes")
+            if fit is None:
+                raise ValueError(said)
+            fit.append(said)
+            size = full
         if size is not None and size < 1:
             raise ValueError(text("datasets.subset_too_small", size=size))
         sizes[f"n_{split}"] = size or full

@@ -52,7 +52,7 @@ FORMAT = 1
 PACKAGE = Path(__file__).resolve().parents[1]
 # The modules whose code decides a run's numbers (and the checkpoint's format).
 CODE_MODULES = ("training.py", "models.py", "transforms.py", "preprocessing.py", "checkpoints.py",
-                "datasets")
+                "resume.py", "datasets")
 # Where files go, not what is trained.
 PLACE_FIELDS = ("out", "data_root", "device")
 # Runs whose result is the config's own: replayable. A stopped or failed run is not.
@@ -141,7 +141,23 @@ def config_identity(config) -> dict:
     if not config.pretrained:
         d.pop("freeze_epochs", None)
         d.pop("unfreeze_lr", None)
+    # A continued run is its checkpoint's run (resume.py): known by that file's bytes, not by its
+    # path, which each epoch of a run overwrites. A plain run's identity is spelled as before.
+    d.pop("resume", None)
+    if getattr(config, "resume", None):
+        d["resume_sha256"] = _file_sha256(config.resume)
     return _canonical(d)
+
+
+def _file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
+    except OSError:
+        return "unreadable"  # the run fails with the reason; this key is never filled
+    return digest.hexdigest()
 
 
 _FINGERPRINTS: dict[int, tuple] = {}

@@ -50,24 +50,41 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 3
 
 
+# The shipped sample of class folders, drawn by examples/make_folder_sample.py.
+SAMPLE_FOLDER_ZIP = "sneakers.zip"
+
+
+def sample_folder_choice(settings) -> list[tuple]:
+    """The sample as a dataset choice (label, "folder:PATH"), its path as the CLI takes it from the
+    app's folder (what the Train tab's command line shows); none where it is not shipped."""
+    from .language import ui_text
+
+    path = (Path(settings.examples_dir) / SAMPLE_FOLDER_ZIP).resolve()
+    if not path.is_file():
+        return []
+    here = Path.cwd().resolve()
+    shown = path.relative_to(here) if path.is_relative_to(here) else path
+    return [(ui_text("common.folder_sample"), f"folder:{shown}")]
+
+
 def dataset_choices() -> list[str]:
     from ..datasets import list_datasets
 
     return list_datasets()
 
 
-def load_data(config):
+def load_data(config, fit_subsets: bool = False):
     """The data a TrainConfig trains on (training.load_data, as the CLI builds it), remembering the
     last few (the same data is asked for again and again: a second run, a comparison, the Augment
     tab's samples). Callers must not modify it."""
     from ..training import data_key, load_data as build
 
-    key = data_key(config)
+    key = (data_key(config), fit_subsets)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    data = build(config)
+    data = build(config, fit_subsets=fit_subsets)
     with _CACHE_LOCK:
         _CACHE[key] = data
         while len(_CACHE) > _CACHE_SIZE:
@@ -144,15 +161,18 @@ def session_of(request) -> str:
 
 
 def check_server_folder(settings, dataset: str) -> None:
-    """On a public server a typed `folder:PATH` must lie inside the data folder: otherwise a visitor
-    could read any images on the machine, other visitors' uploads among them."""
+    """On a public server a typed `folder:PATH` must lie inside the data folder (or be the shipped
+    sample): otherwise a visitor could read any images on the machine, other visitors' uploads
+    among them."""
     from ..datasets import FOLDER_PREFIX, resolve_data_root
 
     if not (settings.public and dataset.startswith(FOLDER_PREFIX)):
         return
     root = Path(resolve_data_root(settings.data_root)).resolve()
+    shipped = Path(settings.examples_dir).resolve()   # the sample class folders: public anyway
     try:
-        inside = Path(dataset[len(FOLDER_PREFIX):]).resolve().is_relative_to(root)
+        target = Path(dataset[len(FOLDER_PREFIX):]).resolve()
+        inside = target.is_relative_to(root) or target.is_relative_to(shipped)
     except (OSError, ValueError):
         inside = False
     if not inside:

@@ -26,7 +26,7 @@ CUSTOM = str(text("compare.custom"))
 CUSTOM_QUESTION = ui_text("compare.custom_question")
 STOPPING = text("compare.stopping")
 OUTPUTS = ("status", "verdict", "table", "acc_plot", "loss_plot", "inside_plot")
-# The results table's columns (lessons.SUMMARY_COLUMNS, what the API returns in English), by the
+# The results table's columns (lesson_results.SUMMARY_COLUMNS, what the API returns in English), by the
 # catalogue key of their heading.
 COLUMN_KEYS = {"run": "compare.column.run", "model": "compare.column.model",
                "parameters": "compare.column.parameters",
@@ -60,14 +60,30 @@ def size_choices() -> list[tuple]:
 
 
 def _custom_default():
-    return [["A: CNN", "cnn", "none", "true", "adam", 0.001, "none", 3],
-            ["B: CNN, no BatchNorm", "cnn", "none", "false", "adam", 0.001, "none", 3],
-            ["", "", "", "", "", "", "", ""],
-            ["", "", "", "", "", "", "", ""]]
+    """Two filled rows (every column at its default but BatchNorm) and two blank ones."""
+    from ..custom_comparison import CUSTOM_COLUMNS
+
+    filled = [["A: CNN", "cnn", "none", "true", "adam", 0.001, "none", 3, 0.5, 0, 0, 0, 1],
+              ["B: CNN, no BatchNorm", "cnn", "none", "false", "adam", 0.001, "none", 3, 0.5, 0, 0, 0, 1]]
+    return filled + [[""] * len(CUSTOM_COLUMNS)] * 2
+
+
+@friendly_errors
+def custom_table(request: gr.Request = None):
+    """The custom table with its headings in the visitor's language (gradio's page does not
+    translate them). The cells stay the same: the table is read back by position."""
+    import pandas as pd
+
+    from ..custom_comparison import CUSTOM_COLUMNS
+
+    return pd.DataFrame(_custom_default(),
+                        columns=[t(f"compare.custom_column.{key}") for key in CUSTOM_COLUMNS])
 
 
 def layout() -> dict:
-    from ..lessons import CUSTOM_COLUMNS, LESSONS, SUMMARY_COLUMNS
+    from ..lessons import LESSONS
+    from ..lesson_results import SUMMARY_COLUMNS
+    from ..custom_comparison import CUSTOM_COLUMNS
 
     names = list(LESSONS)
     view = {}
@@ -89,12 +105,14 @@ def layout() -> dict:
                 view["size"] = gr.Radio(size_choices(), value="default",
                                         label=ui_text("compare.size"),
                                         info=ui_text("compare.size_info"), elem_id="compare-size")
-            # The column names are the lessons' own (what the CLI's table takes).
+            # The column names are the lessons' own (the keys an API caller's table may use);
+            # `custom_table` says them in the visitor's language when the page loads.
             view["custom"] = gr.Dataframe(
                 _custom_default(), headers=list(CUSTOM_COLUMNS), visible=False,
                 label=ui_text("compare.custom_table"),
-                datatype=["str", "str", "str", "str", "str", "number", "str", "number"],
-                interactive=True, column_count=len(CUSTOM_COLUMNS), row_count=4)
+                datatype=["str"] * 5 + ["number", "str"] + ["number"] * 6,
+                interactive=True, column_count=len(CUSTOM_COLUMNS), row_count=4,
+                elem_id="compare-custom")
             with gr.Row():
                 view["start"] = gr.Button(ui_text("compare.start"), variant="primary",
                                           elem_id="compare-start")
@@ -128,15 +146,20 @@ def layout() -> dict:
 
 
 def _rows_from_table(table) -> list[dict]:
-    from ..lessons import CUSTOM_COLUMNS
+    from ..custom_comparison import CUSTOM_COLUMNS
 
     if table is None:
         return []
-    if hasattr(table, "values"):  # a pandas DataFrame
-        table = table.values.tolist()
-    elif isinstance(table, dict):
-        table = table.get("data", [])
-    return [dict(zip(CUSTOM_COLUMNS, row)) for row in table]
+    headers = []
+    if isinstance(table, dict):
+        headers, table = table.get("headers") or [], table.get("data", [])
+    elif hasattr(table, "columns"):  # a pandas DataFrame
+        headers, table = [str(c) for c in table.columns], table.values.tolist()
+    # An API caller may name its columns by their keys, in any order and only some of them; the
+    # page's table (headings in the visitor's language) and an older caller's eight columns are
+    # read by position.
+    columns = headers if headers and set(headers) <= set(CUSTOM_COLUMNS) else CUSTOM_COLUMNS
+    return [dict(zip(columns, row)) for row in table]
 
 
 def _cell(column: str, value):
@@ -154,7 +177,7 @@ def _table(rows: list[dict]):
     caller that asks for no other)."""
     import pandas as pd
 
-    from ..lessons import SUMMARY_COLUMNS
+    from ..lesson_results import SUMMARY_COLUMNS
 
     return pd.DataFrame([[_cell(c, row[c]) for c in SUMMARY_COLUMNS] for row in rows],
                         columns=[t(COLUMN_KEYS[c]) for c in SUMMARY_COLUMNS])
@@ -163,8 +186,9 @@ def _table(rows: list[dict]):
 class LiveComparison:
     """What the Compare tab shows of a comparison, from its (label, seed, event) items."""
 
-    def __init__(self, plan, data):
+    def __init__(self, plan, data, notes=()):
         self.plan, self.data = plan, data
+        self.notes = list(notes)   # said with every status: e.g. the plan was cut to the data's size
         self.configs = dict(plan.runs)
         self.histories = {label: {} for label, _ in plan.runs}   # label -> seed -> epochs
         self.ends = {label: [] for label, _ in plan.runs}
@@ -208,22 +232,25 @@ class LiveComparison:
                                    epochs=self.configs[label].epochs, step=b.step,
                                    total_steps=b.total_steps, images_per_sec=b.images_per_sec),
                         sep=" · ")
-        return line
+        return join(line, *self.notes)
 
     def rows(self) -> list[dict]:
-        from ..lessons import summary_row
+        from ..lesson_results import summary_row
 
         return [summary_row(label, self.configs[label], ends, self.data)
                 for label, ends in self.ends.items() if ends]
 
     def figures(self) -> tuple:
-        from ..lessons import curve_points
+        from ..lesson_plots import mark_early_stops
+        from ..lesson_results import curve_points
         from ..plots import epoch_curves, learning_curve
 
         seeds = {label: list(by_seed.values()) for label, by_seed in self.histories.items()}
         if self.plan.curve:  # a learning curve: accuracy against training images, not epochs
             return learning_curve(curve_points(self.plan, self.ends)), epoch_curves(seeds, "loss")
-        return epoch_curves(seeds, "acc"), epoch_curves(seeds, "loss")
+        # Where early stopping ended a run, and which epoch it kept (nothing for other runs).
+        drawn = [label for label, histories in seeds.items() if any(histories)]
+        return mark_early_stops(epoch_curves(seeds, "acc"), self.ends, drawn), epoch_curves(seeds, "loss")
 
     def last_internals(self) -> dict[str, list[dict]]:
         """Each run's seeds' internals at their last epoch (training.EpochEnd.internals)."""
@@ -231,8 +258,11 @@ class LiveComparison:
                 for label, by_seed in self.histories.items()}
 
     def inside_figure(self):
+        from ..lesson_plots import weight_histograms
         from ..plots import layer_profile
 
+        if self.plan.inside == "weights":
+            return weight_histograms(self.last_internals())
         return layer_profile(self.last_internals())
 
     def frame(self, status: str, figures: bool) -> tuple:
@@ -243,16 +273,20 @@ class LiveComparison:
         return (status, "", _table(self.rows()), *self.figures(), gr.skip())
 
     def verdict(self) -> str:
-        from ..lessons import verdict
+        from ..lesson_results import verdicts
 
         if self.plan.claim is None:
             return ""
-        v = verdict(self.plan.claim, self.ends)
-        if v is None:
+        judged = verdicts(self.plan, self.ends, self.last_internals())
+        if None in judged:
             return text("compare.no_verdict")
-        mark = {True: "✅", False: "⚠️", None: "ℹ️"}[v.holds]
+        # The lesson's claim as the heading; any further claims as one line each below it.
+        marks = [{True: "✅", False: "⚠️", None: "ℹ️"}[v.holds] for v in judged]
+        said = join(f"### {marks[0]}", judged[0].text)
+        for mark, v in zip(marks[1:], judged[1:]):
+            said = join(said, join(mark, v.text), sep="\n\n")
         pointer = self.plan.pointer(self.last_internals()) if self.plan.pointer else None
-        return join(join(f"### {mark}", v.text), pointer, sep="\n\n")
+        return join(said, pointer, sep="\n\n")
 
     def final(self, stop_pressed: bool) -> tuple:
         done, total = self.done_runs(), self.total_runs()
@@ -270,6 +304,7 @@ class LiveComparison:
         diverged = [r["run"] for r in rows if "diverged" in r["ended"]]
         if diverged:
             message = join(message, text("compare.diverged", runs=join(*diverged, sep=", ")))
+        message = join(message, *self.notes)
         return (message, self.verdict(), _table(rows), *self.figures(), self.inside_figure())
 
 
@@ -282,8 +317,9 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     lesson at its default size on `shapes` ships with the app); a comparison identical to one
     waiting or training now is joined, so a class pressing the same lesson trains it once. The
     runs' checkpoints stay in the server's run cache (the Train tab replays one at once)."""
-    from ..lessons import build_plan, check_requirements, custom_plan
-    from ..serving.run_cache import comparison_runs, needs_data, run_key
+    from ..lessons import build_plan, check_requirements, fit_plan
+    from ..custom_comparison import custom_plan
+    from ..serving.run_cache import comparison_runs, run_key
     from ..serving.run_queue import RunSpec, job_key
 
     owner = owner_of(request)
@@ -297,25 +333,24 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     skip = (gr.skip(),) * (len(OUTPUTS) - 1)
     for _, config in plan.runs:
         config.data_root = settings.data_root
-    first = plan.runs[0][1]
-    data = None
-    if needs_data(first):  # a folder is known by its contents: load it to know the runs
-        yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None
-        data = _data_for(first)
+    # The data first: a folder is known by its contents, and a plan asking for more images than
+    # the data set has uses all of them (fit_plan), which changes its runs and their keys.
+    yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None
+    data = _data_for(plan.runs[0][1])
+    notes = fit_plan(plan, data)
     specs = [RunSpec(config, run_key(config, data), label, seed)
              for label, seed, config in comparison_runs(plan)]
-    shape = data if data is not None else _data_shape(first)
     share = job_key("compare", specs)
     replays = RUNS.replays(specs)
     if replays is not None:
-        live = SharedComparison(plan, shape, share)
+        live = SharedComparison(plan, data, share, notes)
         for spec, replay in zip(specs, replays):
             for event in replay.events():
                 live.add(spec.tag(event))
         yield _with_note(live.final(False), replays[0], len(replays), len(specs))
         return
     ticket = RUNS.request("compare", specs, session_of(request), visitor=owner,
-                          load_data=lambda: _data_for(first),
+                          load_data=lambda: data,
                           finish_when_closed=settings.on_disconnect == "finish")
     with RUNS.following(ticket):
         for line in RUNS.wait_in_line(ticket):
@@ -328,7 +363,7 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
         others = len(ticket.job.watchers()) - 1
         yield (text("compare.joined", others=others) if others > 0 else
                text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None)
-        live = SharedComparison(plan, shape, share)
+        live = SharedComparison(plan, data, share, notes)
         yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
         if ticket.left:
             yield (left_message(ticket, "compare.stopped_following"), *skip)
@@ -339,22 +374,12 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
 
 
 def _data_for(config):
-    """The comparison's data, built once however many visitors ask for it at the same moment."""
+    """The comparison's data, built once however many visitors ask for it at the same moment; all
+    of a split where the plan asks for more images than it has (see lessons.fit_plan)."""
     from ..serving.run_queue import LOADING
     from ..training import data_key
 
-    return LOADING.get(data_key(config), lambda: load_data(config))
-
-
-def _data_shape(config):
-    """What the table needs of the data (classes, channels, size) without loading it."""
-    from types import SimpleNamespace
-
-    from ..datasets import dataset_info
-
-    info = dataset_info(config.dataset, data_root=config.data_root)
-    return SimpleNamespace(name=config.dataset, classes=info["classes"], channels=info["channels"],
-                           image_size=info["image_size"])
+    return LOADING.get((data_key(config), "fit"), lambda: load_data(config, fit_subsets=True))
 
 
 def _with_note(final: tuple, replay, replayed: int, total: int) -> tuple:
@@ -377,8 +402,8 @@ class SharedComparison(LiveComparison):
     """A LiveComparison whose figures and table rows are made once for every watcher of the same
     comparison at the same point (30 students replaying a lesson draw it once, not 30 times)."""
 
-    def __init__(self, plan, data, share: str):
-        super().__init__(plan, data)
+    def __init__(self, plan, data, share: str, notes=()):
+        super().__init__(plan, data, notes)
         self.share = share
 
     def _point(self) -> tuple:
@@ -433,6 +458,7 @@ def build(settings, tab=None):
     view = layout()
     view["reveal"].click(None, js=REVEAL_ANSWER_JS)
     gr.on(None, headings, None, view["table"], queue=False, api_visibility="private")  # on load
+    gr.on(None, custom_table, None, view["custom"], queue=False, api_visibility="private")
     view["lesson"].change(on_lesson, view["lesson"], [view["question"], view["custom"]],
                           queue=False, api_visibility="private")
     view["start"].click(with_settings(run_comparison, settings),

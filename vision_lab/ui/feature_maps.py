@@ -569,6 +569,9 @@ def layout(settings) -> dict:
                                               num_top_classes=5, elem_id="fm-label")
             view["maps"] = gr.Image(label=ui_text("features.maps"), format="png", interactive=False,
                                     elem_id="fm-maps")
+            from . import conv_view  # here, not at the top: conv_view builds on this module
+
+            view["conv"] = conv_view.layout()
             view["filters"] = gr.Image(label=ui_text("features.filters"), format="png",
                                        interactive=False, height=320, elem_id="fm-filters")
     from . import pair  # here, not at the top: pair.py builds on this module's helpers
@@ -673,6 +676,9 @@ def build(settings, tab=None) -> None:
     from . import pair  # see layout
 
     pair.wire(settings, view["pair"], view, tab)
+    from . import conv_view  # see layout
+
+    conv_view.wire(settings, view["conv"], view)
     if tab is not None:
         tab.select(with_settings(on_tab, settings),
                    [view[name] for name in ("checkpoint", "layer", "cam_class", "method")],

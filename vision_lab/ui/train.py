@@ -26,8 +26,9 @@ import gradio as gr
 
 from ..i18n import join, render, text
 from ..serving.run_queue import RUNS
-from . import share, your_runs
+from . import resume, share, your_runs
 from .common import (FOLDER_UPLOAD, check_server_folder, chw_to_numpy, dataset_choices, enlarge,
+                     sample_folder_choice,
                      format_seconds, friendly_errors, load_data, session_of, with_settings)
 from .fields import Number, Slider
 from .language import ui_text
@@ -50,7 +51,7 @@ def layout(settings, augment_spec) -> tuple[dict, dict]:
     gr.Markdown(ui_text("train.intro"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=340):
-            _data_fields(form)
+            _data_fields(form, settings)
             _model_fields(form, view)
             _optimizer_fields(form)
             _lr_finder_layout(view)
@@ -70,14 +71,15 @@ def layout(settings, augment_spec) -> tuple[dict, dict]:
 ADVANCED = "vl-advanced"
 
 
-def _data_fields(form: dict) -> None:
+def _data_fields(form: dict, settings) -> None:
     from ..training import TrainConfig
 
     d = TrainConfig()
     with gr.Group():
         # Dataset names are what the CLI and the API take: shown as they are.
         form["dataset"] = gr.Dropdown(
-            dataset_choices() + [(ui_text("common.folder_upload"), FOLDER_UPLOAD)], value="shapes",
+            dataset_choices() + sample_folder_choice(settings)
+            + [(ui_text("common.folder_upload"), FOLDER_UPLOAD)], value="shapes",
             label=ui_text("train.dataset"), allow_custom_value=True,
             info=ui_text("train.dataset_info"), elem_id="train-dataset")
         with gr.Row():
@@ -251,6 +253,7 @@ def _results_layout(settings, view: dict) -> None:
         view["checkpoint_file"] = gr.File(label=ui_text("train.checkpoint_file"), interactive=False)
         view["onnx_file"] = gr.File(label=ui_text("train.onnx_file"), interactive=False,
                                     elem_id="train-onnx-file")
+    resume.layout(view)
     view["command"] = gr.Code(label=ui_text("train.command"), language="shell",
                               interactive=False, elem_id="train-command")
     with gr.Accordion(ui_text("train.summary_group"), open=False, elem_classes=ADVANCED):
@@ -389,10 +392,8 @@ def _model_options(model: str, form: dict) -> dict:
             raise ValueError(text("train.mlp_needs_a_layer", value=repr(form.get("hidden_sizes"))))
         options["hidden_sizes"] = sizes
     if "dropout" in defaults:
-        dropout = _number(form.get("dropout", defaults["dropout"]), "dropout")
-        if not 0 <= dropout < 1:
-            raise ValueError(text("train.dropout_range", value=dropout))
-        options["dropout"] = dropout
+        # Its range is checked with the config's (TrainConfig.validate), as the CLI's is.
+        options["dropout"] = _number(form.get("dropout", defaults["dropout"]), "dropout")
     if "batch_norm" in defaults:
         options["batch_norm"] = bool(form.get("batch_norm", defaults["batch_norm"]))
     return {name: value for name, value in options.items() if value != defaults[name]}
@@ -415,6 +416,7 @@ def _scheduler_options(scheduler: str, form: dict) -> dict:
 def make_config(form: dict):
     """A TrainConfig from the form's values by field name (raises ValueError with one sentence if
     one is wrong). Fields left out keep the form's defaults."""
+    from ..models import has_pretrained
     from ..training import TrainConfig
 
     dataset = form.get("dataset", "shapes")
@@ -424,7 +426,7 @@ def make_config(form: dict):
         dataset = f"folder:{form['folder_zip']}"
     values = {name: read(form[name]) for name, read in PLAIN_FIELDS.items() if name in form}
     model = values.get("model", "cnn")
-    pretrained = model == "resnet18" and bool(form.get("pretrained"))
+    pretrained = has_pretrained(model) and bool(form.get("pretrained"))
     augment = form.get("augment", "none")
     config = TrainConfig(**{
         **values, "dataset": dataset,
@@ -450,6 +452,8 @@ def cli_command(config) -> str:
 
     if config.dataset.startswith("folder:") and "gradio" in config.dataset:
         config = replace(config, dataset=f"folder:{Path(config.dataset[7:]).name}")
+    if config.resume:  # the checkpoint as the visitor downloads it
+        config = replace(config, resume=Path(config.resume).name)
     return command_for(config)
 
 
@@ -633,15 +637,21 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
 
     `form` holds the form's fields by name; the zip is named here only so that the API may leave
     it out (its component starts empty, and gradio takes a parameter's default from there)."""
+    form["folder_zip"] = folder_zip
+    config = make_config(form)  # a wrong option is reported before waiting in line
+    if form.get("dataset") != FOLDER_UPLOAD:
+        check_server_folder(settings, config.dataset)
+    yield from train_config(settings, request, config)
+
+
+def train_config(settings, request, config):
+    """Train `config` for this visitor (replayed, joined or trained, as start_training says),
+    yielding the tab's outputs; "Continue from this checkpoint" (resume.py) trains through here."""
     from ..serving.run_cache import needs_data, run_key
     from ..serving.run_queue import RunSpec
     from ..training import default_run_path
 
-    form["folder_zip"] = folder_zip
     owner = owner_of(request)
-    config = make_config(form)  # a wrong option is reported before waiting in line
-    if form.get("dataset") != FOLDER_UPLOAD:
-        check_server_folder(settings, config.dataset)
     check_quota(settings, owner)
     config.data_root = settings.data_root
     data = None
@@ -658,7 +668,7 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     try:
         replayed = _replay(spec)
         if replayed is not None:
-            live = LiveRun(config, data if data is not None else _data_for(config))
+            live = _live_run(config, data if data is not None else _data_for(config))
             for event in replayed:
                 live.add(event)
             yield final_outputs(live)
@@ -677,7 +687,7 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
             first = (joined_message(others) if others > 0 else
                      loading_message(config.dataset, settings.data_root))
             yield cleared(first, command)
-            live = LiveRun(config, data if data is not None else _data_for(config))
+            live = _live_run(config, data if data is not None else _data_for(config))
             yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
             if live.end is None:
                 if ticket.left:
@@ -691,6 +701,14 @@ def start_training(settings, request: gr.Request = None, *, folder_zip: str | No
     finally:
         if live is not None:
             live.close()
+
+
+def _live_run(config, data) -> LiveRun:
+    """What the tab shows of a run; a continued run's curves start with the epochs it continues."""
+    live = LiveRun(config, data)
+    for event in resume.epochs_before(config):
+        live.add(event)
+    return live
 
 
 def cleared(status, command: str) -> tuple:
@@ -868,7 +886,7 @@ def use_suggestion(which: str, values):
 
 @friendly_errors
 def on_model(name, request: gr.Request = None):
-    from ..models import MODEL_DESCRIPTIONS, model_options
+    from ..models import MODEL_DESCRIPTIONS, has_pretrained, model_options
 
     d = model_options(name)
     return (gr.update(info=static_text(MODEL_DESCRIPTIONS[name])),
@@ -876,7 +894,7 @@ def on_model(name, request: gr.Request = None):
                       value=", ".join(map(str, d.get("hidden_sizes", [512, 256])))),
             gr.update(visible="dropout" in d, value=d.get("dropout", 0.0)),
             gr.update(visible="batch_norm" in d, value=d.get("batch_norm", False)),
-            gr.update(visible=name == "resnet18"))
+            gr.update(visible=has_pretrained(name)))
 
 
 def on_scheduler(name):
@@ -940,8 +958,10 @@ def build(settings, augment_spec=None, tab=None):
     for which in ("steepest", "min_div_10"):
         view[f"use_{which}"].click(partial(use_suggestion, which), view["lr_find_values"],
                                    form["lr"], **private)
+    continued = resume.wire(settings, view, [view[name] for name in OUTPUTS], train_config, started)
     # Inside the network is drawn once the run has ended, from what /train returned.
-    started.then(show_internals, view["result"], [view[name] for name in INSIDE_OUTPUTS],
+    for run in (started, continued):
+        run.then(show_internals, view["result"], [view[name] for name in INSIDE_OUTPUTS],
                  api_visibility="private")
     your_runs.wire(settings, view["your_runs"], tab, after=started)
     share.wire_train(settings, form, view, view["your_runs"])
