@@ -197,11 +197,15 @@ def handed_on_spread(record: dict) -> list[tuple[str, float | None]]:
     return spread
 
 
-# Weights of the layers that compute (Conv, Linear): a BatchNorm's scale is no connection weight.
+def connection_layers(record: dict) -> list[dict]:
+    """The layers of one epoch's record that connect (Conv, Linear): a BatchNorm's scale is no
+    connection weight."""
+    return [layer for layer in record.get("layers", []) if not layer["kind"].startswith("BatchNorm")]
+
+
 def _connection_weights(record: dict) -> list[dict]:
-    return [layer["weight"] for layer in record.get("layers", [])
-            if not layer["kind"].startswith("BatchNorm") and layer.get("weight")
-            and None not in layer["weight"]["percentiles"]]
+    return [layer["weight"] for layer in connection_layers(record)
+            if layer.get("weight") and None not in layer["weight"]["percentiles"]]
 
 
 NEAR_ZERO = 0.05   # of a layer's 99th-percentile weight magnitude

@@ -13,13 +13,10 @@ from matplotlib.figure import Figure
 
 from . import i18n
 from .i18n import t
+from .internals import connection_layers
 from .plots import SMALL_TITLE, _empty_grid, _grid_figure, _styled
 
 BINS = 31   # common value bins of a layer's panel; odd, so zero sits in the middle of one
-
-
-def _connection_layers(record: dict) -> list[dict]:
-    return [layer for layer in record.get("layers", []) if not layer["kind"].startswith("BatchNorm")]
 
 
 def _shares(summary: dict, edges: np.ndarray) -> np.ndarray:
@@ -47,10 +44,10 @@ def weight_histograms(runs: dict[str, list[dict | None]]) -> Figure:
     runs = {label: seeds for label, seeds in runs.items() if seeds}
     if not runs:
         return _empty_grid(t("internals.plot.none"), title)
-    layers = _connection_layers(next(iter(runs.values()))[0])
+    layers = connection_layers(next(iter(runs.values()))[0])
     fig, axes = _grid_figure(len(layers), 3, 4.2, title)
     for i, (ax, layer) in enumerate(zip(axes, layers)):
-        summaries = {label: [_connection_layers(r)[i]["weight"] for r in seeds] for label, seeds in runs.items()}
+        summaries = {label: [connection_layers(r)[i]["weight"] for r in seeds] for label, seeds in runs.items()}
         reach = max(max(abs(s["percentiles"][0]), abs(s["percentiles"][-1]))
                     for seeds in summaries.values() for s in seeds if s["hist"]["lo"] is not None)
         edges = np.linspace(-1.2 * reach, 1.2 * reach, BINS + 1)

@@ -145,19 +145,11 @@ def config_identity(config) -> dict:
     # path, which each epoch of a run overwrites. A plain run's identity is spelled as before.
     d.pop("resume", None)
     if getattr(config, "resume", None):
-        d["resume_sha256"] = _file_sha256(config.resume)
+        try:
+            d["resume_sha256"] = _sha256_file(config.resume)
+        except OSError:
+            d["resume_sha256"] = "unreadable"  # the run fails with the reason; this key is never filled
     return _canonical(d)
-
-
-def _file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(2**20), b""):
-                digest.update(block)
-    except OSError:
-        return "unreadable"  # the run fails with the reason; this key is never filled
-    return digest.hexdigest()
 
 
 _FINGERPRINTS: dict[int, tuple] = {}
