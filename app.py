@@ -150,7 +150,8 @@ def main(argv=None):
                         public=args.public, visitor_quota_mb=args.visitor_quota_mb,
                         runs_quota_mb=args.runs_quota_mb, retention_hours=args.retention_hours,
                         max_upload_mb=args.max_upload_mb, lecture=args.lecture)
-    from vision_lab.serving.run_cache import CACHE, source_version
+    from vision_lab.serving.run_cache import CACHE
+    from vision_lab.serving.run_key import source_version
 
     CACHE.configure(folder=Path(settings.runs_dir) / ".run-cache", max_mb=args.run_cache_mb,
                     max_age_days=args.run_cache_days)

@@ -114,7 +114,7 @@ def gradio_client(url: str, one_tls_context: bool = False):
     download) and httpx builds a TLS context for each, loading the CA certificates even for a
     plain http:// URL: about 130-190 ms of the caller's CPU per /classify call on a 2-core
     machine. `one_tls_context=True` passes one prebuilt context for all of them (`ssl_verify`
-    accepts an ssl.SSLContext), which is what the README suggests to Python callers.
+    accepts an ssl.SSLContext), which is what docs/api.md suggests to Python callers.
     """
     import ssl
 

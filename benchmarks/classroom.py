@@ -14,7 +14,7 @@ Against `python app.py --public` launched here (a public server: 40 places in li
   reported: p50 and p95 of those calls while idle, during each phase, and overall.
 
 Each student and each classifying visitor is its own gradio_client.Client with one TLS context
-(README, "Calling the app from Python"); students run as threads in `--procs` processes, the
+(docs/api.md, "The running app, from Python"); students run as threads in `--procs` processes, the
 classifying visitors each in a process of their own. All clients are created and connected before
 the moment everybody presses, and only what follows is timed. The clients run on the same machine
 as the app and its trainings, so they take cores from both: harsher than a lecture, where each

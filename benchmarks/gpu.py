@@ -30,7 +30,8 @@ from _common import emit, machine, median, parser
 import torch
 
 from vision_lab.serving.malloc import keep_freed_memory
-from vision_lab.training import BatchEnd, EpochEnd, RunEnd, Status, TrainConfig, load_data, train
+from vision_lab.train_config import BatchEnd, EpochEnd, RunEnd, Status, TrainConfig, load_data
+from vision_lab.training import train
 
 
 def one_run(config: TrainConfig, data, target: float) -> dict:

@@ -23,7 +23,8 @@ from _common import emit, machine, median, parser
 
 from vision_lab import internals
 from vision_lab.serving.malloc import keep_freed_memory
-from vision_lab.training import EpochEnd, TrainConfig, load_data, train
+from vision_lab.train_config import EpochEnd, TrainConfig, load_data
+from vision_lab.training import train
 
 TARGET_COST = 0.03
 _SPENT = [0.0]   # seconds inside the recorder's work, while timing is on

@@ -1,9 +1,9 @@
 """Latency of one image through the shipped MNIST cnn: in the library and through the app.
 
 - library_classify: an encoded PNG (28x28 grey digit) -> decode, convert, resize, normalize
-  (vision_lab.preprocessing) -> vision_lab.inspect.predict, all classes. What the /classify
+  (vision_lab.preprocessing) -> vision_lab.network_view.predict, all classes. What the /classify
   handler does per checkpoint, without gradio.
-- library_feature_maps: vision_lab.inspect.feature_maps for one preprocessed image.
+- library_feature_maps: vision_lab.network_view.feature_maps for one preprocessed image.
 - handler_feature_maps: everything the Feature maps tab computes for one image, in-process
   (vision_lab.ui.feature_maps.run_feature_maps: decode, top-5, the feature-map mosaic, the filters,
   Grad-CAM and its overlay), without gradio.
@@ -58,7 +58,7 @@ def summary(label, ms) -> dict:
 
 def library(calls: int, warmup: int) -> dict:
     from vision_lab.checkpoints import load_checkpoint
-    from vision_lab.inspect import feature_maps, predict
+    from vision_lab.network_view import feature_maps, predict
     from vision_lab.preprocessing import image_to_tensor
 
     t = time.perf_counter()

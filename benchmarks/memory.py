@@ -54,7 +54,7 @@ def make_data(n_train: int, n_test: int):
 
 
 def training(n_train: int, n_test: int, out: str) -> dict:
-    from vision_lab.training import BatchEnd, RunEnd, TrainConfig
+    from vision_lab.train_config import BatchEnd, RunEnd, TrainConfig
     from vision_lab.serving.worker import train_in_process
 
     data = make_data(n_train, n_test)

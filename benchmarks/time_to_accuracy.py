@@ -50,7 +50,9 @@ from vision_lab.datasets import load_dataset
 from vision_lab.models import create_model
 from vision_lab.preprocessing import Preprocessing
 from vision_lab.serving.malloc import keep_freed_memory
-from vision_lab.training import RunEnd, TrainConfig, evaluate, train
+from vision_lab.evaluation import evaluate
+from vision_lab.train_config import RunEnd, TrainConfig
+from vision_lab.training import train
 
 COURSE_EPOCHS = 10
 FRACTIONS = (1 / 8, 1 / 6, 1 / 5, 1 / 4, 1 / 2, 1)

@@ -46,8 +46,10 @@ from vision_lab.datasets import ImageData
 from vision_lab.serving.malloc import keep_freed_memory
 from vision_lab.models import create_model
 from vision_lab.preprocessing import Preprocessing
-from vision_lab.training import BatchEnd, TrainConfig, train
-from vision_lab.transforms import BatchAugmenter, preset
+from vision_lab.train_config import BatchEnd, TrainConfig
+from vision_lab.training import train
+from vision_lab.batch_augment import BatchAugmenter
+from vision_lab.transforms import preset
 
 BATCH = 64
 SIZE = 32

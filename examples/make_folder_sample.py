@@ -10,7 +10,7 @@ with one folder per brand, `stripes/` and `wave/`. Both brands are drawn from th
 low and high tops, turns, flips, shifts, scales and backgrounds: only the logo on the side tells
 them apart (three slanted stripes, or one wave), a few pixels wide at 64×64, so a model has to
 learn that (a CNN: chance for the first few epochs, about 90% on the test photos after 10; see
-tests/test_folder_sample.py).
+tests/core/test_folder_sample.py).
 
 Deterministic: the same seed draws the same pixels, and the zip's members carry a fixed date, so
 running it again with the same Pillow gives the same bytes. No downloads; the project draws every

@@ -35,6 +35,6 @@ print("Installed: Python", sys.version.split()[0], *(f"{m.__name__} {m.__version
 status=0
 python -m pytest -q -p no:cacheprovider -m "not slow" || status=1
 python -m pytest -q -p no:cacheprovider \
-  "tests/test_sessions_app.py::test_a_private_run_is_never_served_by_its_path" || status=1
+  "tests/app/test_sessions_app.py::test_a_private_run_is_never_served_by_its_path" || status=1
 if [ "$status" -eq 0 ]; then echo "The floors hold."; else echo "Some floor does not hold: see above." >&2; fi
 exit "$status"

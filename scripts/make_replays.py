@@ -4,7 +4,7 @@
     python scripts/make_replays.py --check    # only say which lessons have no current replays
 
 Each run of a lesson (every run label × seed, as the Compare tab trains them) becomes one
-`<run key>.json` (serving/run_cache.py): its events and final metrics, without a checkpoint (a
+`<run key>.json` (serving/run_record.py): its events and final metrics, without a checkpoint (a
 lesson's CNN checkpoint is 4.4 MB: 33 of them would be 145 MB). The key includes a hash of the
 training code and torch's version, so after a change to either the replays no longer match and the
 Compare tab trains again (then keeps that run in the server's own cache); run this script again to
@@ -28,7 +28,7 @@ OUT = ROOT / "checkpoints" / "replays"
 
 def lesson_keys(name: str, dataset: str = "shapes", size: str = "default"):
     from vision_lab.lessons import build_plan
-    from vision_lab.serving.run_cache import comparison_runs, run_key
+    from vision_lab.serving.run_key import comparison_runs, run_key
 
     plan = build_plan(name, dataset, size)
     return plan, [(label, seed, config, run_key(config)) for label, seed, config in comparison_runs(plan)]
@@ -54,8 +54,10 @@ def main(argv=None) -> int:
     import torch
 
     from vision_lab.lessons import LESSONS
-    from vision_lab.serving.run_cache import code_version, make_record
-    from vision_lab.training import load_data, train
+    from vision_lab.serving.run_key import code_version
+    from vision_lab.serving.run_record import make_record
+    from vision_lab.train_config import load_data
+    from vision_lab.training import train
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     out = Path(args.out)

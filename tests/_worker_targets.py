@@ -1,4 +1,4 @@
-"""Generator functions for tests/test_worker.py, importable by name in a child process."""
+"""Generator functions for tests/serving/test_worker.py, importable by name in a child process."""
 import os
 import signal
 
@@ -49,13 +49,14 @@ def niceness_of_threads(stop=None):
 
 
 def figure_noting_where(note):
-    """A figure for the drawing helper (tests/test_drawing.py) that first notes where it was built:
+    """A figure for the drawing helper (tests/serving/test_drawing.py) that first notes where it was built:
     the process, its niceness, the language and the plots' text size it was asked for."""
     import json
     from pathlib import Path
 
     from vision_lab import i18n
-    from vision_lab.plots import _text_scale, lr_curve
+    from vision_lab.curve_plots import lr_curve
+    from vision_lab.plot_style import _text_scale
 
     Path(note).write_text(json.dumps({"pid": os.getpid(), "nice": os.nice(0), "lang": i18n.current(),
                                       "scale": _text_scale.get()}))

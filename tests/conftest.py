@@ -2,6 +2,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,31 @@ OFFLINE_ENV = {"http_proxy": _DEAD_PROXY, "https_proxy": _DEAD_PROXY, "HTTP_PROX
                "HTTPS_PROXY": _DEAD_PROXY, "no_proxy": "127.0.0.1,localhost",
                "NO_PROXY": "127.0.0.1,localhost"}
 _LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0")
+SYSTEM_TEMP = Path(tempfile.gettempdir())   # before _temp_files_stay_in_the_session moves it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_files_stay_in_the_session(tmp_path_factory):
+    """Temp files go into this session's folder under pytest's own temp dir (which pytest prunes),
+    never into the system's. gradio_client stages every file it downloads in a new folder
+    tempfile.gettempdir()/<40 hex digits> and leaves it there empty: about 2,500 a full run
+    (115 for test_app_api.py alone). The processes tests start inherit TMPDIR and GRADIO_TEMP_DIR,
+    so the app's uploads, figures and gradio cache land here too."""
+    folder = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(folder))
+        patch.setenv("TMPDIR", str(folder))
+        patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
+        yield folder
+
+
+def api_client(url: str, **options):
+    """A gradio_client.Client for `url` whose downloads go into the session's temp folder: its
+    default is GRADIO_TEMP_DIR as it was when gradio_client was imported, /tmp/gradio."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=Path(tempfile.gettempdir()) / "downloads",
+                  **options)
 
 
 @pytest.fixture(autouse=True)
@@ -110,14 +136,19 @@ class LaunchedApp:
                                       *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}/"
         deadline = time.time() + 120
+        # Never through a proxy: urllib's global opener keeps the proxies of the first request it
+        # made, which may have been a test's dead one (_offline), and a session fixture starts
+        # before the no_proxy of the test that asks for it is set.
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             try:
-                urllib.request.urlopen(self.url, timeout=2)
+                direct.open(self.url, timeout=2)
                 break
-            except OSError:
+            except OSError as error:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.proc.kill()
-                    raise RuntimeError("app.py did not start:\n" + (self.home / "app.log").read_text()[-3000:])
+                    raise RuntimeError(f"app.py did not answer ({error!r}):\n"
+                                       + (self.home / "app.log").read_text()[-3000:])
                 time.sleep(0.5)
 
     def run_processes(self) -> list[int]:
@@ -170,9 +201,7 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture(scope="module")
 def client(app_url):
     """A gradio_client for the launched app, one per test file."""
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
+    return api_client(app_url)
 
 
 @pytest.fixture(scope="session")
@@ -202,7 +231,7 @@ def browser_page(browser, app_url):
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory) -> Path:
     """Where the browser tests save their screenshots: a temp folder, so that running the tests
-    changes no tracked file. `VISION_LAB_SCREENSHOTS=docs/screenshots` refreshes the README's."""
+    changes no tracked file. `VISION_LAB_SCREENSHOTS=docs/screenshots` refreshes the docs'."""
     chosen = os.environ.get("VISION_LAB_SCREENSHOTS")
     folder = ROOT / chosen if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)

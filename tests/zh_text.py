@@ -90,3 +90,105 @@ def english_runs(text: str, names=()) -> list[str]:
 def english_left(page, names=()) -> list[str]:
     """Runs of English the page shows now that a Chinese visitor should not meet."""
     return english_runs(visible_text(page), names)
+
+
+# ---- any Latin word, and Chinese punctuation ------------------------------------------------------
+#
+# `foreign_words(text)` is stricter than `english_runs`: it returns EVERY Latin-letter word a
+# Chinese reader meets that is not one of these:
+#
+# - a short allowlist of names Chinese courses write in Latin letters (CNN, ReLU, Adam, MNIST …);
+# - an English gloss in brackets right after its Chinese term: 轮次 (epoch);
+# - code: a `code span` (the page's code elements are hidden before it is read), an identifier
+#   with a digit, an underscore or a dot in it (resnet18, n_train, .safetensors), a quoted
+#   identifier ('pretrained'), a command-line option (--epochs);
+# - names a person types or picks: models, datasets, presets, optimizers, schedulers, transforms
+#   and their parameters, checkpoint names (`names`);
+# - a single letter (N, p, A/B, T恤), an acronym in capitals (JSON, GPU, MB) and a CamelCase
+#   class name (BatchNorm, RandomCrop, PyTorch).
+
+ALLOWED = {"cnn", "mlp", "relu", "adam", "adamw", "sgd", "rmsprop", "onnx", "mnist", "cifar",
+           "pytorch", "resnet", "lenet", "vgg", "batchnorm", "dropout", "imagenet", "grad", "cam",
+           "torchvision", "vision", "lab", "jupyter", "airbench", "speedrun", "zip", "pickle",
+           "safetensors", "linear", "fashion", "python", "gradio", "true", "false"}
+# Names of arguments the library's own error messages mention (an API caller typed them).
+API_NAMES = {"metric", "smoothing", "limit", "split", "pixels", "compile", "tta", "spec", "op",
+             "min", "max", "height", "width", "lr", "folder", "train", "val", "test"}
+CJK = "\u3400-\u4dbf\u4e00-\u9fff"
+# A gloss: an English term in ASCII brackets right after Chinese text (after a closing quote or
+# Markdown bold too): 卷积层 (convolutional layer), **网络内部** (inside).
+GLOSS = re.compile(rf"(?<=[{CJK}”*）])\s?\(([^(){CJK}（）]*)\)")
+CODE_SPAN = re.compile(r"`[^`]*`")
+QUOTED = re.compile(r"'[^'\s][^']*'|\"[^\"\s][^\"]*\"")
+PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+OPTION = re.compile(r"(?<![\w-])--?[a-z][\w-]*")
+TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_.+#/-]*")
+CAMEL = re.compile(r"^[A-Za-z][a-z0-9]*(?:[A-Z][A-Za-z0-9]*)+$")   # ReLU, BatchNorm, RandomCrop
+
+
+def app_names() -> set[str]:
+    """Names the app shows as they are, lower case (see the block above)."""
+    from vision_lab import transforms
+    from vision_lab.lessons import LESSONS
+    try:
+        from vision_lab import train_config as config
+    except ImportError:   # before the training module's split
+        from vision_lab import training as config
+
+    names = {*default_names(), *transforms.OPS, *transforms.PRESETS, *LESSONS,
+             *config.OPTIMIZERS, *config.SCHEDULERS, *config.TTA_MODES, *config.PRECISIONS,
+             *config.COMPILE_MODES}
+    names |= {param for op in transforms.OPS.values() for param in op["params"]}
+    return {name.lower() for name in names}
+
+
+def _word_is_fine(word: str, names: set[str]) -> bool:
+    if len(word) == 1 or re.search(r"[0-9_.+#/]", word):
+        return True
+    if CAMEL.match(word) or (word.isupper() and len(word) >= 2):
+        return True
+    lower = word.lower()
+    return lower in names or lower in ALLOWED or lower in API_NAMES
+
+
+def foreign_words(text: str, names=()) -> list[str]:
+    """The Latin-letter words in `text` that a Chinese reader should not meet (see above)."""
+    known = app_names() | {name.lower() for name in names}
+    known |= {part for name in known for part in re.split(r"[^a-z]+", name) if part}
+    found = []
+    for line in text.splitlines():
+        for pattern in (CODE_SPAN, PLACEHOLDER, QUOTED, OPTION):
+            line = pattern.sub(" ", line)
+        previous = None
+        while previous != line:   # nested brackets: innermost first
+            previous, line = line, GLOSS.sub(" ", line)
+        for token in TOKEN.findall(line):
+            token = token.strip(".-/+")
+            if not token or _word_is_fine(token, known):
+                continue
+            parts = [p for p in re.split(r"-", token) if p]
+            if all(_word_is_fine(p, known) for p in parts):   # Grad-CAM, LeNet-5
+                continue
+            found.append(token)
+    return list(dict.fromkeys(found))
+
+
+def glosses(text: str) -> list[str]:
+    """The English glosses in `text`: the terms in brackets right after Chinese ones."""
+    return GLOSS.findall(text)
+
+
+# Chinese punctuation in Chinese sentences: an ASCII , ; ? ! or : right after a Chinese character,
+# or , ; ? ! right before one, and ASCII brackets around Chinese text.
+_P = "\ue000"   # what a placeholder becomes: neither Chinese nor Latin
+ASCII_PUNCTUATION = [
+    re.compile(rf"[{CJK}]\s*[,;?!:]"),
+    re.compile(rf"[,;?!]\s*[{CJK}]"),
+    re.compile(rf"\([^()]*[{CJK}][^()]*\)"),
+]
+
+
+def ascii_punctuation(text: str) -> list[str]:
+    """Places in a Chinese `text` where ASCII punctuation stands for Chinese punctuation."""
+    text = PLACEHOLDER.sub(_P, CODE_SPAN.sub(_P, text))
+    return [match.group(0) for pattern in ASCII_PUNCTUATION for match in pattern.finditer(text)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .inspect import _device_of, _eval_mode, _forward_hooks, _single_image
+from .network_view import _device_of, _eval_mode, _forward_hooks, _single_image
 
 
 @dataclass(frozen=True)

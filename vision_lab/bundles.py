@@ -9,7 +9,7 @@ A bundle holds exactly five files:
     README.txt         what the files are and the command line that trains the run again
 
 It is written from the checkpoint alone: a run's checkpoint already carries its config, history
-and metrics in its metadata (training.checkpoint_metadata).
+and metrics in its metadata (run_setup.checkpoint_metadata).
 
 A bundle comes from someone else, so opening one treats it as hostile: every member is checked
 before any is read (only the five names, no folders or paths, no duplicates, size caps on what the
@@ -90,7 +90,7 @@ def write_bundle(checkpoint_path, out_path) -> Path:
 
 
 def _shareable_config(meta: dict, name: str):
-    from .training import TrainConfig
+    from .train_config import TrainConfig
 
     raw = meta.get("config")
     if not isinstance(raw, dict):
@@ -104,7 +104,7 @@ def _json_bytes(value) -> bytes:
 
 
 def _command(config) -> str:
-    from .cli import command_for
+    from .command_line import command_for
 
     return command_for(config)
 
@@ -209,7 +209,7 @@ def _field_types(annotation: str) -> tuple:
 
 
 def _read_config(data: bytes, bundle: str):
-    from .training import TrainConfig
+    from .train_config import TrainConfig
 
     raw = _json(data, CONFIG, bundle)
     if not isinstance(raw, dict):

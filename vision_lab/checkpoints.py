@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from safetensors.torch import save as _safetensors_bytes
 
 from . import __version__
 from .i18n import Text, text
+from .lru import LRU
 from .models import create_model
 from .preprocessing import Preprocessing
 
@@ -166,25 +165,18 @@ def _describe_non_safetensors(path: Path) -> str:
 # Headers read, by file: (device, inode, size, mtime_ns) -> the header's metadata. A checkpoint is
 # written under a temporary name and renamed into place, so a changed file is a new key. Pickers
 # and every classify call list the checkpoints; opening each file again was most of that.
-_HEADERS: OrderedDict = OrderedDict()
-_HEADERS_KEPT = 1024
-_HEADERS_LOCK = threading.Lock()
+_HEADERS = LRU(1024)
 
 
 def _header(path: Path) -> dict:
     stat = path.stat()
     key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _HEADERS_LOCK:
-        if key in _HEADERS:
-            _HEADERS.move_to_end(key)
-            return _HEADERS[key]
+    return _HEADERS.get_or_make(key, lambda: _read_header(path))
+
+
+def _read_header(path: Path) -> dict:
     with safe_open(str(path), framework="pt") as f:
-        header = dict(f.metadata() or {})
-    with _HEADERS_LOCK:
-        _HEADERS[key] = header
-        while len(_HEADERS) > _HEADERS_KEPT:
-            _HEADERS.popitem(last=False)
-    return header
+        return dict(f.metadata() or {})
 
 
 def read_metadata(path) -> dict:

@@ -6,121 +6,16 @@ plain sentence on stderr and exit status 1 (2 for bad arguments), never a traceb
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shlex
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+from .command_line import add_train_flags, config_from_args, positive_int
+
 USER_ERRORS = (ValueError, RuntimeError, OSError, KeyError)
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
-# Every TrainConfig field has a flag, so any run (the app's too) can be repeated from the command
-# line: field -> (flag, help). Types and defaults come from TrainConfig itself.
-TRAIN_FLAGS = {
-    "dataset": ("--dataset", "registry name or folder:PATH"),
-    "model": ("--model", "mlp, cnn, lenet, vgg, resnet18 or speedrun (a network with its own recipe)"),
-    "use_recipe": ("--no-recipe", "train a model that has a recipe (speedrun) with exactly the "
-                                  "options given, not its recipe's"),
-    "epochs": ("--epochs", None),
-    "budget_seconds": ("--budget-seconds", "train for this many seconds instead of --epochs; the "
-                                           "lr schedule is planned to end on time"),
-    "batch_size": ("--batch-size", None),
-    "lr": ("--lr", "learning rate"),
-    "optimizer": ("--optimizer", "sgd, adam, adamw or rmsprop"),
-    "momentum": ("--momentum", "SGD and RMSprop"),
-    "scheduler": ("--scheduler", "none, step, multistep, exponential, cosine, plateau or onecycle "
-                                 "(warm-up then linear decay, per step)"),
-    "scheduler_options": ("--scheduler-options", 'JSON, e.g. \'{"step_size": 2, "gamma": 0.5}\''),
-    "augment": ("--augment", "a preset name or a JSON spec list"),
-    "tta": ("--tta", "test-time augmentation when evaluating: none, flip or shift"),
-    "weight_decay": ("--weight-decay", "L2"),
-    "l1": ("--l1", None),
-    "label_smoothing": ("--label-smoothing", "share of each target spread over all classes, e.g. 0.2"),
-    "model_options": ("--model-options", 'JSON, e.g. \'{"hidden_sizes": [8, 8]}\''),
-    "pretrained": ("--pretrained", "pretrained weights: ImageNet (resnet18) or the shipped textures backbone (cnn)"),
-    "freeze_epochs": ("--freeze-epochs", "train only the head for this many epochs"),
-    "unfreeze_lr": ("--unfreeze-lr", "lr after unfreezing (default lr / 10)"),
-    "early_stopping_patience": ("--early-stopping", "patience in epochs (0: off)"),
-    "early_stopping_min_delta": ("--early-stopping-min-delta", None),
-    "restore_best": ("--no-restore-best", "keep the last epoch, not the best one"),
-    "permute_pixels": ("--permute-pixels", "shuffle every image's pixels the same way"),
-    "permutation_seed": ("--permutation-seed", None),
-    "image_size": ("--image-size", "resize images to this (default: the dataset's own size)"),
-    "subset_train": ("--subset-train", "use this many training images (validation included)"),
-    "subset_test": ("--subset-test", None),
-    "val_fraction": ("--val-fraction", "of the training images, held out for validation (default 0.1)"),
-    "train_fraction": ("--train-fraction", "learn from this share of the training images, the "
-                                           "validation and test images staying whole (a point of a "
-                                           "learning curve; default 1)"),
-    "data_seed": ("--data-seed", "picks the subsets and the validation images"),
-    "seed": ("--seed", "initial weights, batch order and augmentation"),
-    "device": ("--device", "auto, cpu, cuda or mps"),
-    "precision": ("--precision", "auto (bf16 or fp16 autocast on a GPU, fp32 elsewhere), fp32, bf16 "
-                                 "or fp16"),
-    "compile": ("--compile", "torch.compile: auto (on a GPU, when the run is long enough), on or off"),
-    "record_internals": ("--no-internals", "do not record each epoch's weight and activation "
-                                           "percentiles and gradient norms (the epoch events' internals)"),
-    "data_root": ("--data-root", "where datasets are downloaded (default $VISION_LAB_DATA or ./data)"),
-    "out": ("--out", "checkpoint path (default checkpoints/runs/…)"),
-    "resume": ("--resume", "continue the run saved in this checkpoint: its options, unless typed "
-                           "here; --epochs is the total to reach"),
-}
-_JSON_FIELDS = {"scheduler_options", "model_options"}
-_POSITIVE_FIELDS = {"image_size", "subset_train", "subset_test"}
-
-
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from .training import TrainConfig
-
-    types = {"int": int, "float": float, "int | None": int, "float | None": float}
-    for f in dataclasses.fields(TrainConfig):
-        flag, help_text = TRAIN_FLAGS[f.name]
-        default = TrainConfig().to_dict()[f.name]
-        if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, help=help_text,
-                                action="store_false" if default else "store_true")
-        elif f.name in _JSON_FIELDS:
-            parser.add_argument(flag, dest=f.name, type=json.loads, default=default, help=help_text)
-        elif f.name in _POSITIVE_FIELDS:
-            parser.add_argument(flag, dest=f.name, type=_positive_int, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=types.get(f.type, str), default=default,
-                                help=help_text)
-
-
-def command_for(config) -> str:
-    """The command line that trains `config` again: every option that differs from the defaults,
-    and the seed always (it is part of what a reader should see). Where files go or come from
-    (--out, --data-root) is the reader's own business, not part of the run. What a model's recipe
-    sets (speedrun) is part of --model, so only options that differ from the recipe are listed."""
-    defaults = type(config)().to_dict()
-    with_recipe = type(config)(model=config.model, dataset=config.dataset, use_recipe=config.use_recipe,
-                               permute_pixels=config.permute_pixels).to_dict()
-    chosen = ("model", "dataset", "use_recipe", "permute_pixels")  # what the recipe depends on
-    words = ["python", "-m", "vision_lab", "train"]
-    for name, value in config.to_dict().items():
-        flag = TRAIN_FLAGS[name][0]
-        default = defaults[name] if name in chosen else with_recipe[name]
-        if name in ("out", "data_root") or (value == default and name != "seed"):
-            continue
-        if isinstance(value, bool):
-            words.append(flag)
-        elif isinstance(value, (dict, list)):
-            words += [flag, json.dumps(value)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,12 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and save a checkpoint")
-    _add_train_flags(t)
+    add_train_flags(t)
     t.add_argument("--json", action="store_true")
 
     lf = sub.add_parser("lr-find", help="learning-rate range test: train a few steps at growing lrs "
                                         "and suggest one (nothing is saved)")
-    _add_train_flags(lf)
+    add_train_flags(lf)
     lf.add_argument("--start-lr", type=float, default=1e-6, help="the smallest lr tried (default 1e-6)")
     lf.add_argument("--end-lr", type=float, default=1.0, help="the largest lr tried (default 1)")
     lf.add_argument("--steps", type=int, default=100,
@@ -145,19 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--dataset", required=True)
     e.add_argument("--data-root", default=None)
-    e.add_argument("--subset-test", type=_positive_int, default=None)
+    e.add_argument("--subset-test", type=positive_int, default=None)
     e.add_argument("--json", action="store_true")
 
     pr = sub.add_parser("predict", help="classify image files with a checkpoint")
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--top-k", type=_positive_int, default=5)
+    pr.add_argument("--top-k", type=positive_int, default=5)
     pr.add_argument("--json", action="store_true")
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX, to run it without PyTorch")
     ex.add_argument("checkpoint")
     ex.add_argument("--onnx", metavar="OUT", required=True, help="the .onnx file to write")
-    ex.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default 17)")
+    ex.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version (default 17)")
     ex.add_argument("--pixels", choices=("uint8", "float"), default="uint8",
                     help="input of the file: uint8 0-255 pixels (default) or float32 in [0, 1]")
     ex.add_argument("--no-preprocessing", dest="include_preprocessing", action="store_false",
@@ -174,38 +69,6 @@ def _emit(obj: dict) -> None:
 
 
 # ---- train --------------------------------------------------------------------------------------
-
-def _config_from_args(args):
-    from .training import TrainConfig
-
-    values = {name: getattr(args, name) for name in TRAIN_FLAGS}
-    if isinstance(values["augment"], str) and values["augment"].lstrip().startswith("["):
-        values["augment"] = json.loads(values["augment"])
-    if values["resume"]:
-        values = _resumed_values(values)
-    return TrainConfig(**values)
-
-
-def _resumed_values(values: dict) -> dict:
-    """With --resume the checkpoint's run is the one that goes on, so its settings fill every
-    option left at its default here: `train --epochs 4 --resume a.safetensors` is enough. What may
-    change on the way (resume.MAY_CHANGE: --epochs, --out, ...) comes from this command line, and
-    an option typed with another value than the run's is refused by resume.check, with its name."""
-    from .checkpoints import CheckpointError, read_metadata
-    from .resume import MAY_CHANGE
-    from .training import TrainConfig
-
-    try:
-        started = read_metadata(values["resume"]).get("config")
-    except (CheckpointError, OSError, ValueError):
-        return values   # resume.check says what is wrong with the file
-    if not isinstance(started, dict):
-        return values
-    defaults = TrainConfig().to_dict()
-    return {name: started[name] if (name in started and name not in MAY_CHANGE
-                                    and value == defaults[name]) else value
-            for name, value in values.items()}
-
 
 class ProgressBar:
     """One status line on a terminal: progress, loss, accuracy, images/s and ETA."""
@@ -282,10 +145,10 @@ def _done_line(d: dict) -> dict:
 def cmd_train(args) -> int:
     from . import distributed
     from .serving.malloc import keep_freed_memory
-    from .training import pick_device
+    from .run_setup import pick_device
 
     keep_freed_memory()  # this process exists to train (see serving/malloc.py)
-    config = _config_from_args(args)
+    config = config_from_args(args)
     if not distributed.launched_by_torchrun():
         return _train(config, args.json)
     # Started by torchrun: one process of a DistributedDataParallel run (distributed.py). Every
@@ -302,7 +165,8 @@ def cmd_train(args) -> int:
 
 
 def _train(config, as_json: bool, group=None) -> int:
-    from .training import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict, train
+    from .train_config import BatchEnd, EpochEnd, RunEnd, Status, event_to_dict
+    from .training import train
 
     stop = threading.Event()
     quiet = group is not None and not group.is_main
@@ -343,7 +207,7 @@ def _train(config, as_json: bool, group=None) -> int:
 def cmd_lr_find(args) -> int:
     from .lr_finder import SMOOTH, check_range, find_lr
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     check_range(args.start_lr, args.end_lr, args.steps, SMOOTH)  # before saying what it sweeps
     stop = threading.Event()
     _stop_on_ctrl_c(stop, None)  # Ctrl-C ends the sweep early; what it measured is still shown
@@ -352,7 +216,8 @@ def cmd_lr_find(args) -> int:
               f"of {config.model} on {config.dataset} (nothing is saved) …", file=sys.stderr)
     result = find_lr(config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, stop=stop)
     if args.plot:
-        from .plots import lr_finder_figure, save_png
+        from .curve_plots import lr_finder_figure
+        from .plot_style import save_png
 
         save_png(lr_finder_figure(result), args.plot)
     if args.json:
@@ -403,7 +268,7 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     from .checkpoints import load_checkpoint
     from .datasets import load_dataset
-    from .training import evaluate
+    from .evaluation import evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
     data = load_dataset(args.dataset, data_root=args.data_root, subset_test=args.subset_test,
@@ -431,7 +296,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from .checkpoints import load_checkpoint
-    from .inspect import predict
+    from .network_view import predict
     from .preprocessing import ImageError, image_to_tensor
 
     ckpt = load_checkpoint(args.checkpoint)

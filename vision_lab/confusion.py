@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .i18n import text
-from .inspect import _device_of, _eval_mode, _fast_layout, grad_cam, overlay_heatmap
+from .network_view import _device_of, _eval_mode, _fast_layout, grad_cam, overlay_heatmap
 from .models import conv_layers
 from .preprocessing import Preprocessing
 

@@ -4,7 +4,7 @@
 every number behind one position of one conv layer's map: the input patch under the kernel (zeros
 where the kernel hangs over a zero-padded edge), the kernel's weights, their products, the partial
 sum of each input channel, the bias, the BatchNorm step when one follows (eval mode: running
-statistics) and the ReLU. Its `value` is the same number `inspect.feature_maps` shows at that
+statistics) and the ReLU. Its `value` is the same number `network_view.feature_maps` shows at that
 position (the map after the ReLU that follows the conv), and `map_value` is that number as the
 forward hooks recorded it, so the two can be compared. `parameter_counts` puts the layer's
 parameters beside those of a fully connected layer with the same input and output sizes: the
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .i18n import text
-from .inspect import (NoSpatialFeatures, _device_of, _eval_mode, _forward_hooks, _single_image,
+from .network_view import (NoSpatialFeatures, _device_of, _eval_mode, _forward_hooks, _single_image,
                       _to_cpu_copy)
 from .models import conv_layers
 
@@ -98,7 +98,7 @@ def find_conv(model: nn.Module, layer: str) -> nn.Conv2d:
 
 class _Recorder:
     """Hooks that keep the conv's input and output, the BatchNorm that takes that output, and
-    the ReLU the feature map is taken after (as `inspect.feature_maps` picks it: the first nn.ReLU
+    the ReLU the feature map is taken after (as `network_view.feature_maps` picks it: the first nn.ReLU
     of the same shape that runs after the conv)."""
 
     def __init__(self, conv: nn.Conv2d):

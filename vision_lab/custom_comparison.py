@@ -9,19 +9,19 @@ from __future__ import annotations
 import math
 
 from .i18n import text
-from .lessons import SIZES, Plan, _base, _plan
-from .training import TrainConfig
+from .lesson_results import Plan
+from .lessons import SIZES, _base, _plan
+from .train_config import TrainConfig
+from .train_fields import columns
 
-
-# Every option a lesson varies. New columns go at the end: a table sent without them (an older
-# API call) still reads by position.
-CUSTOM_COLUMNS = ("label", "model", "augment", "batch_norm", "optimizer", "lr", "scheduler", "epochs",
-                  "dropout", "weight_decay", "l1", "early_stopping_patience", "train_fraction")
+# The run's label, then every option a lesson varies (train_fields.FIELDS' `column`s). New columns
+# go at the end: a table sent without them (an older API call) still reads by position.
+CUSTOM_COLUMNS = ("label", *(f.name for f in columns()))
 MAX_CUSTOM_RUNS = 4
-# column -> how its cell is read: text, a number, or a whole number (as the Train form reads it)
-_CUSTOM_CASTS = {"augment": str, "optimizer": str, "scheduler": str, "lr": float, "epochs": int,
-                 "dropout": float, "weight_decay": float, "l1": float,
-                 "early_stopping_patience": int, "train_fraction": float}
+# column -> how its cell is read: text, a number, or a whole number (as the Train form reads
+# it); the model and the BatchNorm switch are read on their own.
+_CUSTOM_CASTS = {f.name: {"text": str, "number": float, "whole": int}[f.read] for f in columns()
+                 if f.name not in ("model", "batch_norm")}
 
 
 def _blank(value) -> bool:

@@ -3,7 +3,8 @@ last epoch (what Dropout, L2 and L1 did to the weights), and marks on the accura
 early stopping ended a run and which epoch it kept.
 
 Both read what a comparison already has: the last epoch's internals (internals.py: a histogram
-and percentiles of each layer's weights) and each run's RunEnd. Styled and labelled like plots.py.
+and percentiles of each layer's weights) and each run's RunEnd. Styled and labelled like the
+other figures (plot_style.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 from . import i18n
 from .i18n import t
 from .internals import connection_layers
-from .plots import SMALL_TITLE, _empty_grid, _grid_figure, _styled
+from .plot_style import SMALL_TITLE, _empty_grid, _grid_figure, _styled
 
 BINS = 31   # common value bins of a layer's panel; odd, so zero sits in the middle of one
 

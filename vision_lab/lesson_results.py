@@ -2,7 +2,7 @@
 
 A `Claim` is a number per seed (weight × metric over its runs); `verdict` says whether it held by
 more than the seed-to-seed spread; `summary_row` condenses a run's seeds into one table row (mean
-± standard deviation); `curve_points` turns a learning-curve lesson's runs into points. The plans
+± standard deviation); `curve_points` turns a learning-curve lesson's runs into points. The lessons
 themselves are in lessons.py; this module reads finished runs (`RunEnd`s and their last-epoch
 internals) and nothing else, so the Compare tab, the benchmark and the tests judge alike.
 """
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from .i18n import Text, catalogue, listing, text
 from .internals import near_zero_share, weight_size
-from .training import RunEnd, TrainConfig
-
-if TYPE_CHECKING:
-    from .lessons import Plan
+from .train_config import RunEnd, TrainConfig
 
 METRICS = {
     # name: (what it is called in a sentence, how to read it off a finished run)
@@ -55,6 +52,30 @@ class Claim:
     weights: dict[str, float]     # run label -> weight
     metric: str = "test_acc"      # a key of METRICS or INSIDE_METRICS
     relative_to: str | None = None
+
+
+@dataclass
+class Plan:
+    """A lesson's runs (label, config), how many seeds each, and the claims to judge on them."""
+    runs: list[tuple[str, TrainConfig]]
+    seeds: int
+    claim: Claim | None = None
+    # A learning curve's lines: run label -> the line (model) its point belongs to. A lesson with
+    # one shows final test accuracy against training images instead of accuracy per epoch.
+    curve: dict[str, Text] | None = None
+    # What to look at inside the network: run label -> its seeds' last-epoch internals (see
+    # internals.py) -> one sentence, or None when they are not there (a replay from before them).
+    pointer: Callable[[dict[str, list[dict]]], Text | None] | None = None
+    # More claims the lesson makes, judged like `claim` (the regularization lesson has one per
+    # thing a regularizer does).
+    also: list[Claim] = field(default_factory=list)
+    # What the Compare tab's "inside the network" plot shows: each layer's activation spread and
+    # gradient ("profile"), or each run's weight histograms ("weights").
+    inside: str = "profile"
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [self.claim, *self.also] if self.claim else []
 
 
 # The results table's column headers, and the keys of a summary_row: Texts, so the table can be

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .i18n import Text, text
-from .lesson_results import Claim, Verdict, summary_row, verdicts
-from .training import EpochEnd, RunEnd, TrainConfig, data_key, train
+from .lesson_results import Claim, Plan, Verdict, summary_row, verdicts
+from .train_config import EpochEnd, RunEnd, TrainConfig, data_key
+from .training import train
 
 # Training-set size, test-set size, epochs and seeds per size. "default" is sized so a lesson
 # finishes in about two minutes on a 2-core laptop; "quick" is for tests and a first look (one
@@ -34,27 +35,6 @@ SIZES = {
     "quick": {"subset_train": 300, "subset_test": 100, "epochs": 2, "seeds": 1},
     "default": {"subset_train": 2000, "subset_test": 500, "epochs": 3, "seeds": 3},
 }
-@dataclass
-class Plan:
-    runs: list[tuple[str, TrainConfig]]
-    seeds: int
-    claim: Claim | None = None
-    # A learning curve's lines: run label -> the line (model) its point belongs to. A lesson with
-    # one shows final test accuracy against training images instead of accuracy per epoch.
-    curve: dict[str, Text] | None = None
-    # What to look at inside the network: run label -> its seeds' last-epoch internals (see
-    # internals.py) -> one sentence, or None when they are not there (a replay from before them).
-    pointer: Callable[[dict[str, list[dict]]], Text | None] | None = None
-    # More claims the lesson makes, judged like `claim` (the regularization lesson has one per
-    # thing a regularizer does).
-    also: list[Claim] = field(default_factory=list)
-    # What the Compare tab's "inside the network" plot shows: each layer's activation spread and
-    # gradient ("profile"), or each run's weight histograms ("weights").
-    inside: str = "profile"
-
-    @property
-    def claims(self) -> list[Claim]:
-        return [self.claim, *self.also] if self.claim else []
 
 
 @dataclass(frozen=True)
@@ -314,7 +294,7 @@ def early_stopping(dataset: str = "shapes", size: str = "default") -> Plan:
 # steps (a smaller share is seen for more epochs), so a point differs from the next only in how
 # many different images the model learnt from, not in how long it trained.
 CURVE_SHARES = (0.05, 0.2, 0.5, 1.0)
-CURVE_EPOCHS = 3   # at the whole training set; 60 at 5% (shapes and MNIST alike, see the README)
+CURVE_EPOCHS = 3   # at the whole training set; 60 at 5% (shapes and MNIST alike, see docs/tour.md)
 
 
 def learning_curves(dataset: str = "shapes", size: str = "default") -> Plan:
@@ -442,7 +422,7 @@ def run_lesson(name: str, dataset: str = "shapes", size: str = "default", data_r
                out_dir=None) -> LessonResult:
     """Train a lesson to its end and measure its claim (for scripts and tests; the Compare tab
     streams the same comparison live)."""
-    from .training import load_data
+    from .train_config import load_data
 
     started = time.perf_counter()
     plan = build_plan(name, dataset, size)

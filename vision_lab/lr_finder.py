@@ -8,9 +8,9 @@ fastest, well before it blows up. `find_lr` measures that curve and reads two su
 - steepest: the lr where the smoothed loss falls fastest against log(lr), a good starting lr;
 - min_div_10: one tenth of the lr at the lowest smoothed loss, a safer choice.
 
-The data, model, preprocessing, augmentation and optimizer are built exactly as training.py builds
-them for the same config (its own functions do it), so the curve describes the run that config
-would train. The model and optimizer are thrown away afterwards: nothing is saved.
+The data, model, preprocessing, augmentation and optimizer are built exactly as training builds
+them for the same config (run_setup.set_up), and each step is training's own `train_step`, so the
+curve describes the run that config would train. The model and optimizer are thrown away afterwards: nothing is saved.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import training
+from .batches import epoch_batches
 from .datasets import ImageData
 from .i18n import text
-from .training import TrainConfig, load_data
+from .run_setup import set_up
+from .train_config import TrainConfig, load_data
+from .training import Diverged, train_step
 
 MIN_STEPS = 10          # fewer points than this make no curve to read a slope from
 DIVERGED_FACTOR = 4.0   # the test stops once the smoothed loss is this many times its best
@@ -74,7 +76,7 @@ def find_lr(config: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, st
     # config describes (its Status messages are not needed here).
     torch.manual_seed(config.seed)
     data = data if data is not None else load_data(config)
-    run = _drained(training._set_up(config, data))
+    run = _drained(set_up(config, data))
     run.internals = None  # a sweep has no epochs to record them for
     batches = _endless_batches(run)
     run.train_model.train()  # Dropout and BatchNorm behave as they do in training
@@ -95,12 +97,11 @@ def find_lr(config: TrainConfig, start_lr: float = 1e-6, end_lr: float = 1.0, st
         x, y = next(batches)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         # The loss training minimises, penalties included, so the curve is that run's curve.
-        _, loss = training.forward_loss(run, x, y)
-        raw = loss.item()
-        if not math.isfinite(raw):  # inf or nan: the weights have blown up, nothing more to learn
+        try:
+            raw, _, _ = train_step(run, x, y)
+        except Diverged:  # inf or nan: the weights have blown up, nothing more to learn
             diverged_at = lr
             break
-        training._backward_and_step(run, loss)
 
         # One batch's loss is noisy; an exponential moving average shows the trend. Dividing by
         # 1 - (1 - smooth)^(step + 1) removes the pull towards the average's starting value, 0.
@@ -147,7 +148,7 @@ def suggestions(lrs: list[float], losses: list[float]) -> tuple[float | None, fl
 
 
 def _drained(generator) -> object:
-    """Run a generator to its end and return what it returns (training._set_up yields Status
+    """Run a generator to its end and return what it returns (run_setup.set_up yields Status
     messages, and returns the run it built)."""
     while True:
         try:
@@ -158,8 +159,6 @@ def _drained(generator) -> object:
 
 def _endless_batches(run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Training batches, epoch after epoch (each in a new order): a small dataset may have fewer
-    batches than the test has steps. The same generators, seeded the same way, as training."""
-    order_gen = torch.Generator().manual_seed(run.config.seed)
-    augment_gen = training._augment_generator(run)
+    batches than the test has steps. The run's own generators, seeded as training seeds them."""
     while True:
-        yield from training._epoch_batches(run, order_gen, augment_gen)
+        yield from epoch_batches(run)

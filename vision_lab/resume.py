@@ -14,7 +14,7 @@ on the run's length (cosine without t_max, onecycle) must keep its epochs: resum
 cosine run stopped at epoch 2 continues its curve; stretching it to 8 epochs would make a curve
 no uninterrupted run ever had, so it is refused with the reason.
 
-This module knows the loop's `_Run` only by the attributes it reads (training.py imports it).
+This module knows a run (run_setup.Run) only by the attributes it reads (run_setup.py imports it).
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ LENGTH_SHAPED = ("cosine", "onecycle")
 
 def state_of(run) -> tuple[dict, dict]:
     """(tensors, metadata) of the run's training state at the end of its last epoch."""
+    kept = run.kept
     tensors, rng = {}, {"torch": torch.get_rng_state(), "order": run.order_gen.get_state(),
                         "augment": run.augment_gen.get_state()}
     if run.device.type == "cuda":
@@ -52,20 +53,20 @@ def state_of(run) -> tuple[dict, dict]:
                 tensors[f"{STATE}optimizer.{index}.{name}"] = value
             else:
                 numbers.setdefault(str(index), {})[name] = value
-    last = run.history[-1]["epoch"]
+    last = kept.history[-1]["epoch"]
     # The file's weights are the last epoch's, except at the end of a run that keeps its best
     # epoch: then the last epoch's are stored too, since a continuation goes on from them.
-    last_weights = "main" if run.last_state is None else "stored"
-    if run.last_state is not None:
-        tensors.update({f"{STATE}last.{k}": v for k, v in run.last_state.items()})
+    last_weights = "main" if kept.last_state is None else "stored"
+    if kept.last_state is not None:
+        tensors.update({f"{STATE}last.{k}": v for k, v in kept.last_state.items()})
     best_weights = None
-    if run.best_state is not None:
-        best_weights = ("main" if run.last_state is not None else
-                        "last" if run.best_epoch == last else "stored")
+    if kept.best_state is not None:
+        best_weights = ("main" if kept.last_state is not None else
+                        "last" if kept.best_epoch == last else "stored")
         if best_weights == "stored":
-            tensors.update({f"{STATE}best.{k}": v for k, v in run.best_state.items()})
-    meta = {"epoch": last, "step": run.step, "best_epoch": run.best_epoch,
-            "best_loss": None if math.isinf(run.best_loss) else run.best_loss,
+            tensors.update({f"{STATE}best.{k}": v for k, v in kept.best_state.items()})
+    meta = {"epoch": last, "step": run.step, "best_epoch": kept.best_epoch,
+            "best_loss": None if math.isinf(kept.best_loss) else kept.best_loss,
             "last_weights": last_weights, "best_weights": best_weights,
             "optimizer": {"param_groups": optimizer["param_groups"], "numbers": numbers},
             "scheduler": _scheduler_numbers(run.scheduler),
@@ -141,10 +142,10 @@ def restore(run, meta: dict) -> None:
                                    reason=str(error) or type(error).__name__)) from None
     best = {"main": weights, "stored": saved.get("best"), "last": last}.get(state["best_weights"])
     if best is not None and run.config.restore_best:
-        run.best_state = {k: v.to(run.device) for k, v in best.items()}
-    run.best_epoch = state["best_epoch"]
-    run.best_loss = math.inf if state["best_loss"] is None else state["best_loss"]
-    run.history = [dict(r) for r in meta.get("history", [])][:state["epoch"]]
+        run.kept.best_state = {k: v.to(run.device) for k, v in best.items()}
+    run.kept.best_epoch = state["best_epoch"]
+    run.kept.best_loss = math.inf if state["best_loss"] is None else state["best_loss"]
+    run.kept.history = [dict(r) for r in meta.get("history", [])][:state["epoch"]]
     run.step = state["step"]
 
 

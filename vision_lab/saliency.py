@@ -1,12 +1,12 @@
 """Saliency maps: which parts of one image a prediction depends on.
 
-Next to Grad-CAM (in `inspect`) there are three ways to ask, each with a one-line idea in
+Next to Grad-CAM (in `network_view`) there are three ways to ask, each with a one-line idea in
 `METHODS` for the app to show. Occlusion and the input gradient only run the model forward and
 backward, so they work for every model, the MLP included; Grad-CAM++ reads a convolution's maps
-and, like Grad-CAM, raises `inspect.NoSpatialFeatures` for a network without any.
+and, like Grad-CAM, raises `network_view.NoSpatialFeatures` for a network without any.
 
 Every function takes the normalised input the model receives, (1, C, H, W) or (C, H, W), as
-`inspect.grad_cam` does, and returns (map (H, W) float32 on the CPU, class explained); the
+`network_view.grad_cam` does, and returns (map (H, W) float32 on the CPU, class explained); the
 predicted class is explained when `target_class` is None. Maps cover the model's input: for a
 pixel-permuted model, `Preprocessing.unpermute` puts them back on the image's own pixels.
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .i18n import text
-from .inspect import (
+from .network_view import (
     _cam_to_heatmap,
     _device_of,
     _eval_mode,
@@ -108,7 +108,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target_class: int | None =
 
 def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target_class: int | None = None,
                        layer: str | None = None) -> tuple[torch.Tensor, int]:
-    """Grad-CAM++ (Chattopadhay et al., 2018) on the conv `inspect.grad_cam` uses, after its ReLU.
+    """Grad-CAM++ (Chattopadhay et al., 2018) on the conv `network_view.grad_cam` uses, after its ReLU.
 
     Grad-CAM weighs channel k by the mean gradient g over its map A; Grad-CAM++ by
     sum_ij alpha_ij * relu(g_ij) with alpha = g^2 / (2 g^2 + sum_ab(A_ab) g^3), the closed form of

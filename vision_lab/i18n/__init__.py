@@ -1,5 +1,6 @@
-"""Every sentence a person sees, in English and Simplified Chinese: one catalogue per language
-(en.json, zh.json beside this file), the same keys in both.
+"""Every sentence a person sees, in English, Simplified and Traditional Chinese: one catalogue per
+language (en.json, zh.json, zh-TW.json beside this file), the same keys in each. zh-TW.json is made
+from zh.json by scripts/make_zh_tw.py (OpenCC, Taiwan phrasing), never edited by hand.
 
 A message is a `Text`: the English sentence itself — a str, so the CLI, the JSON events, logs and
 exceptions read exactly as before — that also remembers its catalogue key and parameters, so the
@@ -25,8 +26,9 @@ import re
 import string
 from pathlib import Path
 
-LANGUAGES = ("en", "zh")
-NAMES = {"en": "EN", "zh": "中文"}
+LANGUAGES = ("en", "zh", "zh-TW")
+NAMES = {"en": "EN", "zh": "简", "zh-TW": "繁"}
+CHINESE = ("zh", "zh-TW")
 _HERE = Path(__file__).resolve().parent
 _language: contextvars.ContextVar[str] = contextvars.ContextVar("vision_lab_language", default="en")
 
@@ -133,13 +135,28 @@ def using(lang: str):
         _language.reset(token)
 
 
+def is_chinese(lang: str) -> bool:
+    """Simplified or Traditional: the same CJK font, the same punctuation."""
+    return lang in CHINESE
+
+
+# Traditional characters are written in Taiwan, Hong Kong and Macau, and wherever the script is
+# named (zh-Hant); a script named zh-Hans wins over the region (zh-Hans-HK is Simplified).
+TRADITIONAL_REGIONS = ("tw", "hk", "mo")
+
+
 def language_from(accept_language: str | None) -> str:
-    """The catalogue language for a browser's Accept-Language header or navigator.language."""
+    """The catalogue language for a browser's Accept-Language header, navigator.language or a
+    `?lang=` address: zh-TW, zh-HK, zh-MO and zh-Hant-* are Traditional; zh, zh-CN, zh-SG and
+    zh-Hans-* Simplified; the first Chinese or English tag decides, English when there is none.
+    (language.INITIAL_JS says the same in the browser.)"""
     for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("zh"):
-            return "zh"
-        if tag.startswith("en"):
+        subtags = part.split(";")[0].strip().lower().replace("_", "-").split("-")
+        if subtags[0] == "zh":
+            traditional = "hant" in subtags or (
+                "hans" not in subtags and any(region in subtags for region in TRADITIONAL_REGIONS))
+            return "zh-TW" if traditional else "zh"
+        if subtags[0] == "en":
             return "en"
     return "en"
 

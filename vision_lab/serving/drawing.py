@@ -44,7 +44,7 @@ def _start_helper() -> None:
         Path("/proc/self/comm").write_text(HELPER_NAME)
     except OSError:
         pass  # not Linux: it keeps Python's name
-    importlib.import_module("vision_lab.plots")  # matplotlib's import, once, before a figure waits
+    importlib.import_module("vision_lab.plot_style")  # matplotlib's import, once, before a figure waits
 
 
 def _helper() -> ProcessPoolExecutor:
@@ -81,7 +81,7 @@ def _draw_all(jobs: list[Job], lang: str, text_scale: float) -> list[str]:
     """In the helper: each job's figure as a PNG file, labelled in `lang`, text `text_scale` times
     the usual size (lecture mode)."""
     from .. import i18n
-    from ..plots import larger_text, save_png
+    from ..plot_style import larger_text, save_png
 
     with i18n.using(lang), larger_text(text_scale):
         for path, build, args, kwargs in jobs:
@@ -95,7 +95,7 @@ def draw_pngs(jobs: list[Job]) -> list[str]:
     it was raised there. If the helper died it is started again; if it cannot be, the figures are
     drawn in this process (slower for everyone else, but the visitor still gets them)."""
     from .. import i18n
-    from ..plots import _text_scale
+    from ..plot_style import _text_scale
 
     if not jobs:
         return []

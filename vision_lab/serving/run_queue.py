@@ -1,7 +1,7 @@
 """The server's trainings: the line of work waiting for a slot, who watches each, and the replays.
 
-A *job* is the work one press of Train or Compare asks for: one run, or a lesson's runs (every
-run label × seed). Jobs are known by their runs' keys (serving.run_cache), so:
+A *job* (serving.jobs) is the work one press of Train or Compare asks for: one run, or a lesson's
+runs (every run label × seed). Jobs are known by their runs' keys (serving.run_key), so:
 
 - a job whose runs are all in the run cache needs no slot: the handler replays it at once;
 - a visitor who asks for the same runs as a job that is waiting or training *joins* it: they see
@@ -27,19 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import itertools
 import queue
 import shutil
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..i18n import text
+from .jobs import Job, RunSpec, Speeds, Ticket, job_key
 from .run_cache import CACHE, RunCache
 
 
@@ -50,113 +47,6 @@ class QueueFull(RuntimeError):
 # For programmers (the app never makes these mistakes), not for visitors.
 BAD_LIMITS = "max_running must be at least 1 and max_waiting at least 0"
 NO_DATA = "this job was given no data to train on"
-
-
-# ---- what a job trains --------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class RunSpec:
-    config: object               # a training.TrainConfig (data_root set); `out` is chosen here
-    key: str                     # serving.run_cache.run_key
-    label: str | None = None     # Compare: the run's label and seed; Train: None
-    seed: int | None = None
-
-    def tag(self, event):
-        return event if self.label is None else (self.label, self.seed, event)
-
-
-DATASET_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "shapes": 10_000}
-
-
-def images_per_epoch(config) -> int:
-    """Training and validation images a run goes through per epoch (what its time grows with)."""
-    return config.subset_train or DATASET_SIZES.get(config.dataset, 5_000)
-
-
-class Speeds:
-    """How fast recent runs went, per model: images per second of their epochs (training and
-    validation), and the seconds a run takes besides (process start, data, test set, saving).
-    Starts from figures measured on a 2-core machine; each finished run moves them halfway."""
-
-    DEFAULTS = {"mlp": 4000.0, "cnn": 700.0, "lenet": 1500.0, "vgg": 150.0, "resnet18": 30.0}
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.images_per_sec = dict(self.DEFAULTS)
-        self.overhead = 3.0
-
-    def estimate(self, config) -> float:
-        with self._lock:
-            speed = self.images_per_sec.get(config.model, 300.0)
-            return self.overhead + images_per_epoch(config) * config.epochs / speed
-
-    def measured(self, config, history: list[dict], wall: float) -> None:
-        epoch_seconds = sum(h.get("seconds") or 0 for h in history)
-        if not history or epoch_seconds <= 0:
-            return
-        speed = images_per_epoch(config) * len(history) / epoch_seconds
-        with self._lock:
-            old = self.images_per_sec.get(config.model, speed)
-            self.images_per_sec[config.model] = (old + speed) / 2
-            self.overhead = (self.overhead + max(0.5, wall - epoch_seconds)) / 2
-
-
-# ---- jobs and who watches them ------------------------------------------------------------------
-
-@dataclass(eq=False)
-class Ticket:
-    """One visitor's interest in a job: what their handler follows."""
-    session: str
-    visitor: str
-    job: "Job"
-    # Train: where this visitor's copy of the run's checkpoint goes (None: no copy, as for Compare).
-    deliver_to: Path | None = None
-    stop: threading.Event = field(default_factory=threading.Event)  # Stop pressed: says "Stopping"
-    left: str | None = None      # why it no longer follows: "stopped", "replaced", "closed"
-    finish_when_closed: bool = False   # the server lets a closed page's run go on
-    closed: bool = False         # its page closed, and its run goes on
-    delivered: dict = field(default_factory=dict)   # run index -> this visitor's checkpoint
-
-    @property
-    def admitted(self) -> bool:
-        return self.job.state in ("running", "done")
-
-
-_ids = itertools.count(1)
-
-
-class Job:
-    def __init__(self, kind: str, runs: list[RunSpec], load_data: Callable, need_checkpoint: bool,
-                 lock=None):
-        self.id = next(_ids)
-        # Its watchers wait here: woken by its own news only (the line's changes wake
-        # RunQueue._changed), under the queue's one lock.
-        self.cond = threading.Condition(lock or threading.RLock())
-        self.kind, self.runs = kind, runs
-        self.key = job_key(kind, runs)
-        self.load_data, self.need_checkpoint = load_data, need_checkpoint
-        self.tickets: list[Ticket] = []
-        self.state = "waiting"           # waiting | running | done | left
-        self.items: list = []            # what watchers see: events (Train) or (label, seed, event)
-        self.stop = threading.Event()    # nobody wants it any more: the training stops
-        self.estimate = 0.0              # seconds it should take (from Speeds)
-        self.started: float | None = None
-        self.replayed = 0                # runs replayed from the cache
-        self.trained = 0                 # runs trained here
-        self.replays: list = []          # the run_cache.Replay of each replayed run
-
-    def watchers(self) -> list[Ticket]:
-        return [t for t in self.tickets if t.left is None]
-
-
-def job_key(kind: str, runs: list[RunSpec]) -> str:
-    return hashlib.sha256(json_line([kind] + [r.key for r in runs]).encode()).hexdigest()[:32]
-
-
-def json_line(value) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
 
 
 class RunQueue:
@@ -443,7 +333,7 @@ class RunQueue:
 
     def _train(self, job: Job, index: int, spec: RunSpec, data, work: Path) -> bool:
         """Train one run; True when the job should go on to its next run."""
-        from ..training import RunEnd
+        from ..train_config import RunEnd
         from .worker import RunDied, train_in_process
 
         config = dataclasses.replace(spec.config, out=str(work / f"run-{index}.safetensors"))
@@ -558,7 +448,7 @@ class JobView:
         return self.ticket.job.state in ("done", "left") or (left is not None and left != "closed")
 
     def _translate(self, item):
-        from ..training import RunEnd
+        from ..train_config import RunEnd
 
         if self.ticket.job.kind == "train" and isinstance(item, RunEnd):
             mine = self.ticket.delivered.get(0)
@@ -576,53 +466,7 @@ def _no_data():
     raise RuntimeError(NO_DATA)
 
 
-# ---- doing something once for many askers ---------------------------------------------------------
-
-class Once:
-    """`get(key, make)`: the first caller makes the value, callers meanwhile wait for it, later
-    callers get it from memory (the last `size` values). For what many visitors ask at the same
-    moment: a lesson's data, its figures."""
-
-    def __init__(self, size: int = 32):
-        self.size = size
-        self._lock = threading.Lock()
-        self._values: OrderedDict = OrderedDict()
-        self._making: dict = {}
-
-    def get(self, key, make: Callable):
-        while True:
-            with self._lock:
-                if key in self._values:
-                    self._values.move_to_end(key)
-                    return self._values[key]
-                making = self._making.get(key)
-                if making is None:
-                    making = self._making[key] = threading.Event()
-                    mine = True
-                else:
-                    mine = False
-            if not mine:
-                making.wait()
-                with self._lock:
-                    if key in self._values:
-                        return self._values[key]
-                continue        # the maker failed: try ourselves
-            try:
-                value = make()
-                with self._lock:
-                    self._values[key] = value
-                    while len(self._values) > self.size:
-                        self._values.popitem(last=False)
-                return value
-            finally:
-                with self._lock:
-                    del self._making[key]
-                making.set()
-
-
 RUNS = RunQueue()
-# Many visitors asking for the same data at once build it once (ui.common.load_data then keeps it).
-LOADING = Once(size=0)
 
 
 def format_wait(seconds: float):
@@ -640,3 +484,4 @@ def waiting_message(queue: RunQueue, ticket: Ticket):
     joined = text("serving.shared_line", others=others) if others > 0 else ""
     return text("serving.waiting", place=place, ahead=ahead, running=queue.running,
                 slots=queue.max_running, eta=format_wait(queue.eta(ticket)), joined=joined)
+

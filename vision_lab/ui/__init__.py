@@ -80,6 +80,15 @@ class Settings:
                 raise ValueError(text("app.settings.negative", name=name))
 
 
+def chosen_tab(request: gr.Request = None):
+    """The tab the address opens: `?tab=NAME`, or Train when it sets a Train field (share.py)."""
+    from ..train_fields import linked
+
+    query = dict(getattr(request, "query_params", None) or {})
+    tab = query.get("tab") or ("train" if set(linked()) & set(query) else None)
+    return gr.Tabs(selected=tab) if tab in TABS else gr.skip()
+
+
 def build_app(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
     # Training code saves new runs under $VISION_LAB_CHECKPOINTS/runs; keep it in step with
@@ -88,7 +97,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, classify, compare, feature_maps, language, lecture, share, train
+    from . import augment, classify, compare, feature_maps, language, lecture, train
     from ..serving.run_queue import RUNS
     from .gradio_internals import atomic_image_cache, sessions_on_demand
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
@@ -101,7 +110,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
         with gr.Row(equal_height=False):
             gr.Markdown(INTRO)
-            with gr.Column(scale=0, min_width=160):
+            with gr.Column(scale=0, min_width=240):   # EN | 简 | 繁 on one line
                 language_switch = language.switch()
                 lecture_switch = lecture.toggle(settings.lecture)
         # The Augment tab's current spec (a list of ops), read by the Train tab.
@@ -119,7 +128,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 classify.build(settings, tab=tab)
         demo.load(None, js=SET_OWNER_COOKIE_JS)
         # `?tab=compare` (or a Train field in the address: share.py) opens that tab.
-        demo.load(share.chosen_tab, None, tabs, queue=False, api_visibility="private")
+        demo.load(chosen_tab, None, tabs, queue=False, api_visibility="private")
         language.wire(demo, language_switch)
         lecture.wire(demo, lecture_switch)
 

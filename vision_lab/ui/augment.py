@@ -40,7 +40,7 @@ def snake(name: str) -> str:
 
 def _static(key: str, fallback):
     """A static text by key; `fallback` (a name, as written) for an op, parameter or preset the
-    catalogue does not know yet (tests/test_i18n_tabs.py says which)."""
+    catalogue does not know yet (tests/i18n/test_i18n_tabs.py says which)."""
     return ui_text(key) if key in catalogue("en") else fallback
 
 
@@ -185,7 +185,7 @@ def augment_images(image, spec, size, n, seed):
     """The original and n augmented copies, as uint8 (C, H, W) tensors (what training sees)."""
     import torch
 
-    from ..transforms import BatchAugmenter
+    from ..batch_augment import BatchAugmenter
 
     original = load_image(image, size)
     # A crop larger than the image cannot be taken (e.g. an API call that changed only the size).
@@ -360,9 +360,11 @@ def labelled_batch(settings, name, use_transforms, order_value=None, request: gr
     the visitor's language), and a line when it cannot be."""
     import torch
 
+    from ..batch_augment import BatchAugmenter
     from ..datasets import sample_grid
-    from ..plots import font_notice, image_grid
-    from ..transforms import BatchAugmenter
+    from ..datasets.class_names import class_text
+    from ..image_plots import image_grid
+    from ..plot_style import font_notice
 
     data = sample_data(name, settings.data_root)
     images, labels = sample_grid(data, BATCH_SIZE, "train", seed=0)
@@ -371,7 +373,8 @@ def labelled_batch(settings, name, use_transforms, order_value=None, request: gr
         spec = resize_spec(spec_from_values(values, order_value), data.image_size)
         images = BatchAugmenter(spec, data.image_size)(images, torch.Generator().manual_seed(0))
         title = text("augment.batch_title_augmented", name=data.name, count=BATCH_SIZE)
-    return font_notice() or "", image_grid(images, titles=labels, ncols=8, title=title)
+    titles = [class_text(name) for name in labels]  # in the visitor's language
+    return font_notice() or "", image_grid(images, titles=titles, ncols=8, title=title)
 
 
 # ---- wiring -----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A drawing goes to a 28×28 digit model the way MNIST was made (`vision_lab.sketch.mnist_style`);
 every model shows the input it really gets next to its top-5 answer. Opening Draw picks a digit
-model when none is picked (the shared input and its wiring live in feature_maps.py).
+model when none is picked (the shared input and its wiring live in model_view.py).
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import gradio as gr
 
 from ..checkpoints import SUFFIX
+from ..datasets.class_names import class_label
 from ..i18n import render, text
 from . import common
 from .common import with_settings
-from .feature_maps import (checkpoint_dropdown, choose_input, load_cached, model_input,
-                           refreshed_choices, resolve_checkpoint, source_tabs, what_the_model_sees,
-                           wire_source_tabs)
 from .language import ui_text
-from .storage import owner_of
+from .model_view import (checkpoint_dropdown, choose_input, load_cached, model_input,
+                         refreshed_choices, source_tabs, what_the_model_sees, wire_source_tabs)
+from .storage import owner_of, resolve_checkpoint
 
 MAX_MODELS = 3  # the picker's label says so: classify.checkpoints
 
@@ -30,7 +30,7 @@ def classify(settings, image, sketch=None, checkpoints=None, source="image", dig
     Returns a list of {"checkpoint", "top": [{"label", "prob"}, ... all classes, most likely
     first]} and, per checkpoint, the input it saw (H, W, 3 uint8, enlarged).
     """
-    from ..inspect import predict
+    from ..network_view import predict
 
     if isinstance(checkpoints, str):
         checkpoints = [checkpoints]
@@ -102,7 +102,9 @@ def show_classification(settings, request: gr.Request = None, *, image, checkpoi
     on every call, which cost more of the server's time than the models themselves."""
     results, seen = classify(settings, image, sketch, checkpoints, source, digit_mode,
                              owner_of(request))
-    labels = [{t["label"]: t["prob"] for t in results[i]["top"]} if i < len(results) else None
+    # The panels name the classes in the visitor's language; the JSON keeps the names (data).
+    labels = [{class_label(t["label"]): t["prob"] for t in results[i]["top"]} if i < len(results)
+              else None
               for i in range(MAX_MODELS)]
     seens = [seen[i] if i < len(seen) else None for i in range(MAX_MODELS)]
     return (results, *labels, *seens)  # a tuple: friendly_errors says the labels in it

@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from ..i18n import t, text
+from ..lru import LRU
 # Handlers speak the visitor's language and turn library errors into sentences: language.py
 # (imported from here by the tabs).
 from .language import USER_ERRORS, friendly_errors, user_error  # noqa: F401
@@ -45,9 +45,7 @@ def with_settings(fn, settings):
 
 # ---- datasets -----------------------------------------------------------------------------------
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 3
+_DATA = LRU(3)  # datasets built by load_data, by (data_key, fit_subsets)
 
 
 # The shipped sample of class folders, drawn by examples/make_folder_sample.py.
@@ -74,27 +72,18 @@ def dataset_choices() -> list[str]:
 
 
 def load_data(config, fit_subsets: bool = False):
-    """The data a TrainConfig trains on (training.load_data, as the CLI builds it), remembering the
+    """The data a TrainConfig trains on (train_config.load_data, as the CLI builds it), remembering the
     last few (the same data is asked for again and again: a second run, a comparison, the Augment
     tab's samples). Callers must not modify it."""
-    from ..training import data_key, load_data as build
+    from ..train_config import data_key, load_data as build
 
-    key = (data_key(config), fit_subsets)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    data = build(config, fit_subsets=fit_subsets)
-    with _CACHE_LOCK:
-        _CACHE[key] = data
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return data
+    return _DATA.get_or_make((data_key(config), fit_subsets),
+                             lambda: build(config, fit_subsets=fit_subsets))
 
 
 def sample_data(name: str, data_root: str | None = None):
     """A dataset to show examples from: all of a downloaded one, a few hundred generated shapes."""
-    from ..training import TrainConfig
+    from ..train_config import TrainConfig
 
     sizes = {"subset_train": 400, "subset_test": 200} if name == "shapes" else {}
     return load_data(TrainConfig(dataset=name, data_root=data_root, val_fraction=0, **sizes))
@@ -200,7 +189,7 @@ def made_from(settings, checkpoint_name, owner, kind: str, suffix: str) -> tuple
     import hashlib
     import tempfile
 
-    from .feature_maps import resolve_checkpoint
+    from .storage import resolve_checkpoint
 
     path = Path(resolve_checkpoint(settings, checkpoint_name, owner))
     with _MADE_LOCK:

@@ -13,16 +13,16 @@ import time
 import gradio as gr
 
 from ..i18n import catalogue, current, join, render, t, text
-from ..serving.run_queue import RUNS, Once
+from ..serving.once import Once
+from ..serving.run_queue import RUNS
 from .common import (check_server_folder, dataset_choices, format_seconds, friendly_errors,
-                     load_data, session_of, with_settings)
+                     session_of, with_settings)
 from . import share
 from .language import ui_text
-from .live import follow, left_message, static_text
+from .live import follow_job, run_data, static_text
+from .share import CUSTOM
 from .storage import check_quota, owner_of
 
-# The lesson picker's value for "your own runs": the English text (API callers send it).
-CUSTOM = str(text("compare.custom"))
 CUSTOM_QUESTION = ui_text("compare.custom_question")
 STOPPING = text("compare.stopping")
 OUTPUTS = ("status", "verdict", "table", "acc_plot", "loss_plot", "inside_plot")
@@ -63,8 +63,12 @@ def _custom_default():
     """Two filled rows (every column at its default but BatchNorm) and two blank ones."""
     from ..custom_comparison import CUSTOM_COLUMNS
 
-    filled = [["A: CNN", "cnn", "none", "true", "adam", 0.001, "none", 3, 0.5, 0, 0, 0, 1],
-              ["B: CNN, no BatchNorm", "cnn", "none", "false", "adam", 0.001, "none", 3, 0.5, 0, 0, 0, 1]]
+    # The labels are the visitor's to edit, so they are written in their language (t: English
+    # when the page is drawn, the visitor's when `custom_table` fills it on load).
+    filled = [[t("compare.custom_default.a"), "cnn", "none", "true", "adam", 0.001, "none", 3, 0.5,
+               0, 0, 0, 1],
+              [t("compare.custom_default.b"), "cnn", "none", "false", "adam", 0.001, "none", 3,
+               0.5, 0, 0, 0, 1]]
     return filled + [[""] * len(CUSTOM_COLUMNS)] * 2
 
 
@@ -196,7 +200,7 @@ class LiveComparison:
         self.started = time.perf_counter()
 
     def add(self, item) -> None:
-        from ..training import BatchEnd, EpochEnd, RunEnd
+        from ..train_config import BatchEnd, EpochEnd, RunEnd
 
         label, seed, ev = item
         if isinstance(ev, BatchEnd):
@@ -216,6 +220,9 @@ class LiveComparison:
 
     def needs_redraw(self) -> bool:
         return self.dirty
+
+    def close(self) -> None:
+        pass  # its figures are sent as they are drawn: nothing is kept on disk
 
     def done_runs(self) -> int:
         return sum(len(ends) for ends in self.ends.values())
@@ -243,7 +250,7 @@ class LiveComparison:
     def figures(self) -> tuple:
         from ..lesson_plots import mark_early_stops
         from ..lesson_results import curve_points
-        from ..plots import epoch_curves, learning_curve
+        from ..curve_plots import epoch_curves, learning_curve
 
         seeds = {label: list(by_seed.values()) for label, by_seed in self.histories.items()}
         if self.plan.curve:  # a learning curve: accuracy against training images, not epochs
@@ -253,13 +260,13 @@ class LiveComparison:
         return mark_early_stops(epoch_curves(seeds, "acc"), self.ends, drawn), epoch_curves(seeds, "loss")
 
     def last_internals(self) -> dict[str, list[dict]]:
-        """Each run's seeds' internals at their last epoch (training.EpochEnd.internals)."""
+        """Each run's seeds' internals at their last epoch (train_config.EpochEnd.internals)."""
         return {label: [h[-1].get("internals") for h in by_seed.values() if h]
                 for label, by_seed in self.histories.items()}
 
     def inside_figure(self):
         from ..lesson_plots import weight_histograms
-        from ..plots import layer_profile
+        from ..internals_plots import layer_profile
 
         if self.plan.inside == "weights":
             return weight_histograms(self.last_internals())
@@ -319,8 +326,8 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     runs' checkpoints stay in the server's run cache (the Train tab replays one at once)."""
     from ..lessons import build_plan, check_requirements, fit_plan
     from ..custom_comparison import custom_plan
-    from ..serving.run_cache import comparison_runs, run_key
-    from ..serving.run_queue import RunSpec, job_key
+    from ..serving.jobs import RunSpec, job_key
+    from ..serving.run_key import comparison_runs, run_key
 
     owner = owner_of(request)
     if lesson_name == CUSTOM:
@@ -330,56 +337,35 @@ def run_comparison(settings, lesson_name, dataset_name, size_name, custom_table,
     check_server_folder(settings, dataset_name)
     check_requirements(plan)
     check_quota(settings, owner)
-    skip = (gr.skip(),) * (len(OUTPUTS) - 1)
     for _, config in plan.runs:
         config.data_root = settings.data_root
     # The data first: a folder is known by its contents, and a plan asking for more images than
     # the data set has uses all of them (fit_plan), which changes its runs and their keys.
-    yield text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None
-    data = _data_for(plan.runs[0][1])
+    yield _line(text("compare.loading", dataset=dataset_name))
+    data = run_data(plan.runs[0][1], fit_subsets=True)
     notes = fit_plan(plan, data)
     specs = [RunSpec(config, run_key(config, data), label, seed)
              for label, seed, config in comparison_runs(plan)]
-    share = job_key("compare", specs)
-    replays = RUNS.replays(specs)
-    if replays is not None:
-        live = SharedComparison(plan, data, share, notes)
-        for spec, replay in zip(specs, replays):
-            for event in replay.events():
-                live.add(spec.tag(event))
-        yield _with_note(live.final(False), replays[0], len(replays), len(specs))
-        return
-    ticket = RUNS.request("compare", specs, session_of(request), visitor=owner,
-                          load_data=lambda: data,
-                          finish_when_closed=settings.on_disconnect == "finish")
-    with RUNS.following(ticket):
-        for line in RUNS.wait_in_line(ticket):
-            # Values, not gr.skip(): gradio builds a component and its API schema for each
-            # skipped output, every few seconds for every student of a class in line.
-            yield line, "", _table([]), None, None, None
-        if not ticket.admitted or ticket.left:
-            yield (left_message(ticket, "compare.stopped_following"), *skip)
-            return
-        others = len(ticket.job.watchers()) - 1
-        yield (text("compare.joined", others=others) if others > 0 else
-               text("compare.loading", dataset=dataset_name), "", _table([]), None, None, None)
-        live = SharedComparison(plan, data, share, notes)
-        yield from follow(RUNS.view(ticket), live, ticket.stop, STOPPING)
-        if ticket.left:
-            yield (left_message(ticket, "compare.stopped_following"), *skip)
-            return
-        final = live.final(ticket.stop.is_set())
-        job = ticket.job
-        yield _with_note(final, job.replays[0], job.replayed, len(specs)) if job.replayed else final
+    key = job_key("compare", specs)
+
+    def replay_events(replays):
+        return [spec.tag(event) for spec, replay in zip(specs, replays) for event in replay.events()]
+
+    def final(live, replays, replayed: int, stopped: bool):
+        outputs = live.final(stopped)
+        return _with_note(outputs, replays[0], replayed, len(specs)) if replayed else outputs
+
+    yield from follow_job(
+        "compare", specs, request, settings, watcher=lambda: SharedComparison(plan, data, key, notes),
+        replay_events=replay_events, line=_line, final=final,
+        loading=text("compare.loading", dataset=dataset_name), load_data=lambda: data)
 
 
-def _data_for(config):
-    """The comparison's data, built once however many visitors ask for it at the same moment; all
-    of a split where the plan asks for more images than it has (see lessons.fit_plan)."""
-    from ..serving.run_queue import LOADING
-    from ..training import data_key
-
-    return LOADING.get((data_key(config), "fit"), lambda: load_data(config, fit_subsets=True))
+def _line(status) -> tuple:
+    """The outputs while a comparison loads or waits: a status line, the rest cleared. Values,
+    not gr.skip(): gradio builds a component and its API schema for each skipped output, every
+    few seconds for every student of a class in line."""
+    return status, "", _table([]), None, None, None
 
 
 def _with_note(final: tuple, replay, replayed: int, total: int) -> tuple:

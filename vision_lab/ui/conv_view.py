@@ -19,7 +19,8 @@ from ..i18n import listing, t, text
 from .common import friendly_errors, with_settings
 from .fields import Number
 from .language import ui_text
-from .storage import owner_of
+from .model_view import choose_input, load_cached, model_input, what_the_model_sees
+from .storage import owner_of, resolve_checkpoint
 
 MAP_TILE = 320  # the enlarged map is about this many pixels wide: a cell is easy to click
 MARK = np.array([255, 40, 40], np.uint8)  # the clicked cell's outline
@@ -152,7 +153,7 @@ def note(found):
 
 def marked_map(maps, channel, row, col) -> np.ndarray:
     """One channel's map enlarged (the mosaic's colours), the chosen cell outlined."""
-    from ..plots import feature_map_mosaic
+    from ..image_plots import feature_map_mosaic
 
     image = feature_map_mosaic(maps[channel:channel + 1], ncols=1, tile=MAP_TILE, gap=0).copy()
     scale = image.shape[0] // maps.shape[1]
@@ -166,9 +167,6 @@ def marked_map(maps, channel, row, col) -> np.ndarray:
 # ---- the handlers -------------------------------------------------------------------------------
 
 def _model_and_input(settings, checkpoint, image, sketch, source, digit_mode, owner):
-    from .feature_maps import (choose_input, load_cached, model_input, resolve_checkpoint,
-                               what_the_model_sees)
-
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     image, drawn = choose_input(source, image, sketch)
     x, _ = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
@@ -178,7 +176,7 @@ def _model_and_input(settings, checkpoint, image, sketch, source, digit_mode, ow
 def _layer_maps(ckpt, x, layer):
     """(layer, every channel's map): the first conv when no layer is given."""
     from ..convolution import conv_names, find_conv
-    from ..inspect import feature_maps
+    from ..network_view import feature_maps
 
     layer = layer or conv_names(ckpt.model)[0]
     find_conv(ckpt.model, layer)  # a clear sentence for a name the model lacks
@@ -220,7 +218,7 @@ def _clicked(settings, request, where, *, checkpoint, image, sketch, layer, sour
     with `channel`, on that channel's enlarged map; nothing changes for a click between tiles or
     on an MLP's plot."""
     from ..models import conv_layers
-    from ..plots import mosaic_cell
+    from ..image_plots import mosaic_cell
 
     ckpt, x = _model_and_input(settings, checkpoint, image, sketch, source, digit_mode,
                                owner_of(request))

@@ -15,19 +15,20 @@ write as `text(...)`, said in the visitor's language by `friendly_errors`.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
+from ..datasets.class_names import class_label, class_labels, class_text
 from ..i18n import join, t, text
+from ..lru import LRU
 from . import common
 from .common import friendly_errors, with_settings
 from .language import ui_text
-from .storage import owner_of
+from .model_view import load_cached
+from .storage import owner_of, resolve_checkpoint
 
 CELL_LIMIT = 32        # images shown from one cell (the note says how many it holds)
 SHAPES_TRAIN_MADE = 10  # shapes makes its test set apart from its training images: make few
@@ -44,15 +45,13 @@ class Predictions:
     matrix: object        # (K, K) counts, rows true, columns predicted
 
 
-_PREDICTIONS: OrderedDict = OrderedDict()
-_PREDICTIONS_LOCK = threading.Lock()
-_PREDICTIONS_KEPT = 4
+_PREDICTIONS = LRU(4)
 
 
 def _test_config(meta: dict, data_root):
     """The TrainConfig whose test set is the one the checkpoint's run was measured on (its dataset,
     subsets and data seed), loading as little else as that allows."""
-    from ..training import TrainConfig
+    from ..train_config import TrainConfig
 
     saved = meta.get("config") or {}
     dataset = str(meta.get("dataset") or saved.get("dataset") or "")
@@ -83,30 +82,25 @@ def _check_available(settings, dataset: str) -> None:
 def predictions(settings, checkpoint, owner=None) -> Predictions:
     """The checkpoint's predictions on its test set, computed once and kept (the key holds the
     file's modification time, so a retrained checkpoint is predicted again)."""
-    from ..confusion import confusion_matrix, predict_probabilities
-    from .feature_maps import load_cached, resolve_checkpoint
-
     path = Path(resolve_checkpoint(settings, checkpoint, owner))
     ckpt = load_cached(path)
     config = _test_config(ckpt.metadata, settings.data_root)
     key = (str(path.resolve()), path.stat().st_mtime_ns, config.dataset, str(settings.data_root))
-    with _PREDICTIONS_LOCK:
-        if key in _PREDICTIONS:
-            _PREDICTIONS.move_to_end(key)
-            return _PREDICTIONS[key]
+    return _PREDICTIONS.get_or_make(key, lambda: _predict(settings, path, ckpt, config))
+
+
+def _predict(settings, path, ckpt, config) -> Predictions:
+    """The forward pass over the checkpoint's test set that `predictions` keeps."""
+    from ..confusion import confusion_matrix, predict_probabilities
+
     _check_available(settings, config.dataset)
     data = common.load_data(config)
     images, labels = data.split("test")
     if len(data.classes) != len(ckpt.classes) or images.shape[1] != ckpt.preprocessing.channels:
         raise ValueError(text("errors.dataset_mismatch", name=path.stem, dataset=config.dataset))
     probs = predict_probabilities(ckpt.model, ckpt.preprocessing, images)
-    found = Predictions(ckpt, config.dataset, images, labels, probs,
-                        confusion_matrix(probs, labels))
-    with _PREDICTIONS_LOCK:
-        _PREDICTIONS[key] = found
-        while len(_PREDICTIONS) > _PREDICTIONS_KEPT:
-            _PREDICTIONS.popitem(last=False)
-    return found
+    return Predictions(ckpt, config.dataset, images, labels, probs,
+                       confusion_matrix(probs, labels))
 
 
 def _class_index(classes: list[str], value, which: str) -> int:
@@ -144,11 +138,11 @@ def cell_gallery(settings, checkpoint, true_class, predicted_class, owner=None) 
     predicted = _class_index(classes, predicted_class, "predicted")
     cell = confusion_cell(ckpt.model, ckpt.preprocessing, found.images, found.labels, true,
                           predicted, limit=CELL_LIMIT, probs=found.probs)
-    names = dict(true=classes[true], predicted=classes[predicted])
+    names = dict(true=class_text(classes[true]), predicted=class_text(classes[predicted]))
     if cell.total == 0:
         return [], text("errors.empty_cell", **names)
     items = [(_shown(image.image, image.overlay),
-              text("errors.caption", index=image.index, predicted=classes[predicted],
+              text("errors.caption", index=image.index, predicted=names["predicted"],
                    prob=image.confidence))
              for image in cell.images]
     order = "errors.order_right" if true == predicted else "errors.order_wrong"
@@ -161,7 +155,7 @@ def cell_gallery(settings, checkpoint, true_class, predicted_class, owner=None) 
 def matrix_table(found: Predictions) -> dict:
     """The confusion matrix as the table's value: the first column the true class, then one column
     per predicted class (headers in the visitor's language: tables are not rendered later)."""
-    classes = found.ckpt.classes
+    classes = class_labels(found.ckpt.classes)  # shown in the visitor's language
     rows = [[name, *map(int, counts)] for name, counts in zip(classes, found.matrix.tolist())]
     return {"headers": [t("errors.true_vs_predicted"), *classes], "data": rows}
 
@@ -214,9 +208,10 @@ def show_matrix(settings, checkpoint, request: gr.Request = None):
     true, predicted = np.unravel_index(int(wrong.argmax()), wrong.shape)  # the most common error
     if wrong.max() == 0:
         true = predicted = 0
+    choices = [(class_label(name), name) for name in classes]  # the values stay the names
     return (matrix_table(found), note,
-            gr.update(choices=classes, value=classes[true]),
-            gr.update(choices=classes, value=classes[predicted]), [], "")
+            gr.update(choices=choices, value=classes[true]),
+            gr.update(choices=choices, value=classes[predicted]), [], "")
 
 
 @friendly_errors
@@ -231,9 +226,10 @@ def on_cell(settings, checkpoint, table, evt: gr.SelectData, request: gr.Request
     """A click on the table: the pickers name its cell and the gallery shows it (a click on the
     first column, the true class's name, changes nothing)."""
     row, column = evt.index
-    classes = [str(name) for name in _first_column(table)]
-    if column == 0 or not classes:
+    if column == 0 or not _first_column(table):
         return (gr.skip(),) * 4
+    # The table names the classes in the visitor's language; the pickers take the names.
+    classes = predictions(settings, checkpoint, owner_of(request)).ckpt.classes
     true, predicted = classes[row], classes[column - 1]
     items, note = cell_gallery(settings, checkpoint, true, predicted, owner_of(request))
     return true, predicted, items, note

@@ -2,7 +2,7 @@
 
 Checked with gradio 6.0.0, 6.28.0 (the floor in requirements.txt) and 6.31.0 (`sessions_on_demand`:
 6.28.0 and 6.31.0). After a gradio upgrade, run
-`python -m pytest tests/test_gradio_internals.py`: it fails, naming the attribute, when one of these
+`python -m pytest tests/app/test_gradio_internals.py`: it fails, naming the attribute, when one of these
 is gone or no longer does what we use it for.
 """
 from __future__ import annotations
@@ -80,6 +80,26 @@ CHANGE_LOCALE_JS = """
   const core = performance.getEntriesByType("resource").map((e) => e.name)
     .find((name) => /\\/assets\\/core-[^/]*\\.js$/.test(name));
   if (core) (await import(core)).changeLocale(lang);
+"""
+
+
+# gradio 6.31's page titles every error toast "Error": the title a gr.Error carries reaches the
+# page as `title`, and the page reads `_title`. This retitles each error toast as it appears,
+# with `titles` (the language switch's value -> the catalogue's word) for the page's language.
+TOAST_TITLE_JS = """
+() => {
+  const titles = %s;
+  const retitle = () => {
+    const title = titles[[...document.querySelectorAll("#language-switch input")]
+      .find((i) => i.checked)?.value];
+    if (!title) return;
+    document.querySelectorAll(".toast-title.error").forEach((el) => {
+      const node = [...el.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.data.trim());
+      if (node && node.data.trim() === "Error") node.data = title + " ";
+    });
+  };
+  new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true});
+}
 """
 
 

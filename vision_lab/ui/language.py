@@ -1,7 +1,7 @@
-"""The visitor's language, English or Simplified Chinese, for the whole page.
+"""The visitor's language, English, Simplified or Traditional Chinese, for the whole page.
 
 Static text (labels, info texts, Markdown, buttons) goes through gradio's I18n: the page shows it
-in the browser's language from the first paint, and the EN | 中文 switch changes it in place.
+in the browser's language from the first paint, and the EN | 简 | 繁 switch changes it in place.
 What handlers write (status lines, errors, verdicts, tables, plots) is rendered on the server in
 the visitor's language, which the page reports when it loads and whenever the switch changes; an
 API caller gets the language of its Accept-Language header (English by default).
@@ -11,17 +11,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import threading
 from collections import OrderedDict
 
 import gradio as gr
 
-from ..i18n import LANGUAGES, NAMES, Text, catalogue, language_from, render, text, using
-from .gradio_internals import CHANGE_LOCALE_JS
+from ..i18n import (LANGUAGES, NAMES, TRADITIONAL_REGIONS, Text, catalogue, language_from, render,
+                    text, using)
+from .gradio_internals import CHANGE_LOCALE_JS, TOAST_TITLE_JS
 
+# The page's locale for each catalogue language: gradio's own names for its Chinese locales, so
+# that a zh-CN or zh-TW browser gets its catalogue from the first paint.
+LOCALES = {"en": "en", "zh": "zh-CN", "zh-TW": "zh-TW"}
 # Static keys are the catalogue's own; gradio's page looks a browser's locale up as "zh-CN" first,
 # then "zh".
-I18N = gr.I18n(**{"en": catalogue("en"), "zh": catalogue("zh"), "zh-CN": catalogue("zh")})
+I18N = gr.I18n(**{"en": catalogue("en"), "zh": catalogue("zh"),
+                  **{LOCALES[lang]: catalogue(lang) for lang in ("zh", "zh-TW")}})
 
 
 def ui_text(key: str):
@@ -63,7 +69,7 @@ def language_of(request) -> str:
 def _for_visitor(request, lang: str):
     """Draw and write as this visitor sees the page: in their language, and with the larger plot
     text of lecture mode when they have it on."""
-    from ..plots import LECTURE_TEXT_SCALE, larger_text
+    from ..plot_style import LECTURE_TEXT_SCALE, larger_text
 
     with using(lang), larger_text(LECTURE_TEXT_SCALE if preference(request, "lecture") else 1.0):
         yield
@@ -71,31 +77,41 @@ def _for_visitor(request, lang: str):
 
 # The switch changes the language of the page's static text the way gradio's own Settings panel
 # does (gradio_internals.CHANGE_LOCALE_JS). The choice is kept in the browser, so a reload keeps
-# it; `?lang=zh` in the address picks it too.
+# it; `?lang=zh` (or zh-TW) in the address picks it too.
 SWITCH_JS = """
 async (choice) => {
-  const lang = choice === "%s" ? "zh-CN" : "en";
+  const lang = %s[choice];
   localStorage.setItem("vision_lab_lang", lang);
 %s
   return choice;
 }
-""" % (NAMES["zh"], CHANGE_LOCALE_JS)
-# On load: the address (?lang=zh), else this browser's last choice, else its own language.
+""" % (json.dumps({NAMES[lang]: LOCALES[lang] for lang in LANGUAGES}), CHANGE_LOCALE_JS)
+# A language tag (zh-HK, zh-Hant-TW, en-US ...) -> the catalogue language, as i18n.language_from
+# chooses for one tag.
+LANGUAGE_OF_TAG_JS = """
+(tag) => {
+  const subtags = tag.toLowerCase().replace(/_/g, "-").split("-");
+  const traditional = subtags.includes("hant")
+    || (!subtags.includes("hans") && %s.some((region) => subtags.includes(region)));
+  return subtags[0] !== "zh" ? "en" : traditional ? "zh-TW" : "zh";
+}
+""" % json.dumps(TRADITIONAL_REGIONS)
+# On load: the address (?lang=zh-TW), else this browser's last choice, else its own language.
 INITIAL_JS = """
 async () => {
   const asked = new URLSearchParams(location.search).get("lang");
   const kept = localStorage.getItem("vision_lab_lang");
-  const zh = (asked || kept || navigator.language || "en").toLowerCase().startsWith("zh");
-  const lang = zh ? "zh-CN" : "en";
+  const language = (%s)(asked || kept || navigator.language || "en");
+  const lang = %s[language];
 %s
-  return zh ? "%s" : "%s";
+  return %s[language];
 }
-""" % (CHANGE_LOCALE_JS, NAMES["zh"], NAMES["en"])
+""" % (LANGUAGE_OF_TAG_JS, json.dumps(LOCALES), CHANGE_LOCALE_JS, json.dumps(NAMES))
 
 
 def switch():
     return gr.Radio([NAMES[lang] for lang in LANGUAGES], value=NAMES["en"], show_label=False,
-                    container=False, elem_id="language-switch", min_width=120)
+                    container=False, elem_id="language-switch", min_width=200)
 
 
 def on_switch(choice: str, request: gr.Request) -> str:
@@ -119,6 +135,8 @@ def wire(demo: gr.Blocks, radio: gr.Radio) -> None:
 
     radio.change(switched, radio, tabs, js=SWITCH_JS, queue=False, api_visibility="private")
     demo.load(on_switch, radio, radio, js=INITIAL_JS, queue=False, api_visibility="private")
+    titles = {NAMES[lang]: catalogue(lang)["app.error_title"] for lang in LANGUAGES}
+    demo.load(None, js=TOAST_TITLE_JS % json.dumps(titles, ensure_ascii=False))
 
 
 # ---- handlers speak the visitor's language --------------------------------------------------------

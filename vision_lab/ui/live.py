@@ -1,5 +1,6 @@
 """Showing a run while it trains in another process: drain its events, send the status line every
-STATUS_EVERY seconds, redraw the figures within a budget. The Train and Compare tabs share this.
+STATUS_EVERY seconds, redraw the figures within a budget. The Train and Compare tabs share this,
+and `follow_job`: a job replayed from the run cache, or waiting in line, then followed.
 
 What showing a run live costs the run (benchmarks/app_overhead.py): on a 2-core machine every CPU
 second the server spends is taken from one of the training's two threads, and those two wait for
@@ -17,9 +18,12 @@ import threading
 import time
 from typing import Iterator, Protocol
 
+import gradio as gr
+
 from ..i18n import Text, text
-from .common import user_error
+from .common import load_data, session_of, user_error
 from .language import ui_text
+from .storage import owner_of
 
 STATUS_EVERY, RENDER_BUDGET, RENDER_MAX = 2.0, 0.01, 15.0
 
@@ -27,7 +31,7 @@ STATUS_EVERY, RENDER_BUDGET, RENDER_MAX = 2.0, 0.01, 15.0
 def static_text(value):
     """A text the library hands the page as it is drawn (a lesson's question, a model's
     description): a catalogue Text without parameters becomes a static text the page translates
-    itself (and follows the EN | 中文 switch); anything else is shown as it is."""
+    itself (and follows the EN | 简 | 繁 switch); anything else is shown as it is."""
     if isinstance(value, Text) and not value.params and not value.key.startswith("@"):
         return ui_text(value.key)
     return value
@@ -59,6 +63,7 @@ class Watcher(Protocol):
     def needs_redraw(self) -> bool: ...        # something new to draw since the last frame
     def frame(self, status: str, figures: bool) -> tuple: ...  # the tab's outputs
     def status(self) -> str: ...
+    def close(self) -> None: ...               # let go of what it holds (e.g. drawn files)
 
 
 def follow(events: queue.Queue, watcher: Watcher, stop: threading.Event,
@@ -104,3 +109,75 @@ def left_message(ticket, following_key: str) -> Text:
     if ticket.admitted:
         return text(following_key, others=len(ticket.job.watchers()))
     return text("train.stopped_before_start")
+
+
+def loading_message(dataset: str, data_root) -> Text:
+    """Say when a first use downloads the dataset, so a long wait is not a silent one."""
+    from ..datasets import dataset_info
+
+    try:
+        needs_download = dataset_info(dataset, data_root=data_root).get("needs_download")
+    except (ValueError, OSError):
+        needs_download = False  # the loader itself reports what is wrong with the name or path
+    if needs_download:
+        return text("train.downloading", dataset=dataset)
+    return text("train.loading", dataset=dataset)
+
+
+def run_data(config, fit_subsets: bool = False):
+    """A run's data, built once however many visitors ask for it at the same moment; with
+    `fit_subsets`, all of a split where a comparison asks for more images than it has (see
+    lessons.fit_plan)."""
+    from ..serving.once import LOADING
+    from ..train_config import data_key
+
+    key = (data_key(config), "fit") if fit_subsets else data_key(config)
+    return LOADING.get(key, lambda: load_data(config, fit_subsets=fit_subsets))
+
+
+def follow_job(kind: str, specs: list, request, settings, *, watcher, replay_events, line, final,
+               loading, **options) -> Iterator[tuple]:
+    """A Train run's or a comparison's outputs (`kind`: "train" or "compare"), from first to last.
+
+    When the run cache has every run, its replays are shown at once (`replay_events(replays)`: the
+    events to show, or None when they cannot be used: then it trains). Otherwise the job waits in
+    RUNS's line, or joins the same job waiting or training now, and a new `watcher()` (a Watcher)
+    shows it as it trains. `line(message)` is the tab's outputs with that status and the rest
+    cleared (while waiting; `loading` while the data loads); `final(watcher, replays, replayed,
+    stopped)` its outputs once the job ended, `replayed` of its runs replayed rather than
+    trained. The sentences are the tab's own: `<kind>.joined`, `<kind>.stopping` and
+    `<kind>.stopped_following`. `options` go to RUNS.request."""
+    from ..serving.run_queue import RUNS
+
+    replays = RUNS.replays(specs, need_checkpoint=options.get("need_checkpoint", False))
+    events = replay_events(replays) if replays else None
+    if events is not None:
+        live = watcher()
+        try:
+            for event in events:
+                live.add(event)
+            yield final(live, replays, len(replays), False)
+        finally:
+            live.close()
+        return
+    ticket = RUNS.request(kind, specs, session_of(request), visitor=owner_of(request),
+                          finish_when_closed=settings.on_disconnect == "finish", **options)
+    left_key = f"{kind}.stopped_following"
+    with RUNS.following(ticket):
+        for message in RUNS.wait_in_line(ticket):
+            yield line(message)
+        if not ticket.admitted or ticket.left:
+            yield line(left_message(ticket, left_key))
+            return
+        others = len(ticket.job.watchers()) - 1
+        yield line(text(f"{kind}.joined", others=others) if others > 0 else loading)
+        live = watcher()
+        try:
+            yield from follow(RUNS.view(ticket), live, ticket.stop, text(f"{kind}.stopping"))
+            if ticket.left and not live.finished():
+                kept = (gr.skip(),) * (len(line("")) - 1)  # the curves it reached stay
+                yield (left_message(ticket, left_key), *kept)
+                return
+            yield final(live, ticket.job.replays, ticket.job.replayed, ticket.stop.is_set())
+        finally:
+            live.close()

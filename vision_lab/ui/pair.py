@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..datasets.class_names import class_label
 from ..i18n import join, t, text
 from . import common
 from .common import friendly_errors, with_settings
-from .feature_maps import (
+from .language import ui_text
+from .model_view import (
     DEFAULT_METHOD,
     choose_input,
     load_cached,
     method_idea,
     model_input,
     refreshed_choices,
-    resolve_checkpoint,
     saliency_overlay,
     what_the_model_sees,
 )
-from .language import ui_text
-from .storage import owner_of
+from .storage import owner_of, resolve_checkpoint
 
 SIDES = ("a", "b")
 OUTPUTS = ("seen_a", "saliency_a", "top_a", "seen_b", "saliency_b", "top_b", "table", "note")
@@ -35,13 +35,14 @@ OUTPUTS = ("seen_a", "saliency_a", "top_a", "seen_b", "saliency_b", "top_b", "ta
 def _one_side(settings, checkpoint, image, drawn, method, digit_mode, owner) -> dict:
     """One checkpoint on the image: its input, saliency overlay, top 5 and layer activity."""
     from ..activations import layer_activity
-    from ..inspect import predict
+    from ..network_view import predict
 
     ckpt = load_cached(resolve_checkpoint(settings, checkpoint, owner))
     x, shown = what_the_model_sees(ckpt, model_input(ckpt.metadata, image, drawn, digit_mode))
     overlay, note = saliency_overlay(ckpt, x, shown, method)
     return {"ckpt": ckpt, "seen": shown, "saliency": overlay, "note": note,
-            "top": dict(predict(ckpt.model, x, ckpt.classes, top_k=5)[0]),
+            "top": {class_label(name): prob
+                    for name, prob in predict(ckpt.model, x, ckpt.classes, top_k=5)[0]},
             "activity": layer_activity(ckpt.model, x)}
 
 

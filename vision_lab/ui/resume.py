@@ -17,7 +17,7 @@ import gradio as gr
 from ..i18n import text
 from .common import friendly_errors
 from .language import ui_text
-from .storage import owner_of
+from .storage import owner_of, resolve_checkpoint
 
 OUTPUTS = ("resume_note", "resume_plot")
 
@@ -37,9 +37,8 @@ def continued_config(settings, checkpoint_name, epochs, owner):
     """The run in this visitor's checkpoint `checkpoint_name`, continued up to epoch `epochs`
     (ValueError with the reason when it cannot be)."""
     from ..checkpoints import read_metadata
-    from ..training import TrainConfig
+    from ..train_config import TrainConfig
     from .common import check_server_folder
-    from .feature_maps import resolve_checkpoint
 
     if not checkpoint_name:
         raise ValueError(text("resume.ui.nothing"))
@@ -59,7 +58,7 @@ def continued_config(settings, checkpoint_name, epochs, owner):
 def epochs_before(config) -> list:
     """A continued run's earlier epochs, as the EpochEnd events its curves start with."""
     from ..checkpoints import CheckpointError, read_metadata
-    from ..training import EpochEnd
+    from ..train_config import EpochEnd
 
     if not config.resume:
         return []
@@ -77,9 +76,8 @@ def epochs_before(config) -> list:
 def explain(settings, summary, request: gr.Request = None):
     """After a run: for a continued one, its curve over the uninterrupted run's (from the run
     cache, when this server trained it); for any other run, nothing."""
-    from ..plots import resumed_curves
-    from ..training import TrainConfig
-    from .feature_maps import resolve_checkpoint
+    from ..curve_plots import resumed_curves
+    from ..train_config import TrainConfig
 
     if not isinstance(summary, dict) or not (summary.get("config") or {}).get("resume"):
         return "", None
@@ -100,7 +98,7 @@ def explain(settings, summary, request: gr.Request = None):
 
 def _uninterrupted(config) -> list[dict] | None:
     """The history of the run with the same settings that never stopped, if the cache has it."""
-    from ..serving.run_cache import needs_data, run_key
+    from ..serving.run_key import needs_data, run_key
     from ..serving.run_queue import RUNS
 
     plain = dataclasses.replace(config, resume=None)

@@ -20,21 +20,23 @@ from urllib.parse import urlencode
 import gradio as gr
 
 from ..i18n import join, text
+from ..train_fields import BY_NAME, linked
+from ..train_fields import choices as field_choices
 from .common import dataset_choices, friendly_errors, with_settings
 from .language import WrongValue, ui_text
 from .storage import check_quota, owner_dir, owner_of
+from .train_form import (OUTPUTS, SCHEDULER_FIELDS, form_values, make_config, model_outputs,
+                         model_values, on_dataset, on_model, on_scheduler)
 
-# Train form fields an address may set, in the order they are applied (the model and scheduler
-# first: which other fields count depends on them). An uploaded zip, its image size and the
-# Augment tab's spec cannot travel in an address.
-LINKED = ("model", "scheduler", "dataset", "subset_train", "subset_test", "val_fraction",
-          "data_seed", "hidden_sizes", "dropout", "batch_norm", "pretrained", "freeze_epochs",
-          "unfreeze_lr", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-          "l1", "step_size", "gamma", "milestones", "t_max", "eta_min", "plateau_factor",
-          "plateau_patience", "early_stopping_patience", "early_stopping_min_delta",
-          "restore_best", "augment", "permute_pixels", "permutation_seed", "seed")
-SWITCHES = ("batch_norm", "pretrained", "restore_best", "permute_pixels")
+# Train form fields an address may set (train_fields.FIELDS' `linked`), in the order they are
+# applied (the model and scheduler first: which other fields count depends on them). An uploaded
+# zip, its image size and the Augment tab's spec cannot travel in an address.
+LINKED = linked()
+SWITCHES = tuple(name for name in LINKED if BY_NAME[name].read == "switch")
 YES, NO = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# The Compare tab's lesson picker's value for "your own runs": the English text (API callers
+# send it).
+CUSTOM = str(text("compare.custom"))
 COMPARE_FIELDS = ("lesson", "dataset", "size")
 
 
@@ -58,36 +60,6 @@ def open_layout(view: dict) -> None:
         gr.Markdown(ui_text("share.open_info"))
         view["open_bundle"] = gr.File(label=ui_text("share.open"), file_types=[".zip"],
                                       type="filepath", elem_id="train-open-bundle")
-
-
-# ---- a TrainConfig as the Train form's values ---------------------------------------------------
-
-def form_values(config) -> dict:
-    """The Train form's values that give `config` (train.make_config read backwards); only the
-    fields that count for this model and scheduler."""
-    from ..models import model_options
-    from .train import AUGMENT_TAB, PLAIN_FIELDS, SCHEDULER_USES
-
-    values = {name: getattr(config, name) for name in PLAIN_FIELDS}
-    values.update(dataset=config.dataset, subset_train=config.subset_train or 0,
-                  subset_test=config.subset_test or 0)
-    if isinstance(config.augment, list):
-        values.update(augment=AUGMENT_TAB, augment_spec=list(config.augment))
-    else:
-        values["augment"] = config.augment
-    options = {**model_options(config.model), **config.model_options}
-    for name in ("hidden_sizes", "dropout", "batch_norm"):
-        if name in options:
-            values[name] = (", ".join(map(str, options[name])) if name == "hidden_sizes"
-                            else options[name])
-    if config.model == "resnet18":
-        values.update(pretrained=config.pretrained, freeze_epochs=config.freeze_epochs,
-                      unfreeze_lr=config.unfreeze_lr or 0)
-    params = config.scheduler_params()
-    for name in SCHEDULER_USES.get(config.scheduler, ()):
-        value = params[name.removeprefix("plateau_")]
-        values[name] = ", ".join(map(str, value)) if isinstance(value, list) else value or 0
-    return values
 
 
 def query_for(values: dict, defaults: dict) -> str:
@@ -116,9 +88,7 @@ def page_url(request) -> str:
 
 def _default_values(form: dict, model: str = "cnn") -> dict:
     """The form's values as the page first draws them, with `model` picked (its own options)."""
-    from .train import make_config
-
-    return form_values(make_config({**_initial(form), **_model_defaults(model), "model": model}))
+    return form_values(make_config({**_initial(form), **model_values(model), "model": model}))
 
 
 def _initial(form: dict) -> dict:
@@ -129,24 +99,20 @@ def _initial(form: dict) -> dict:
 
 def _read_query_value(form: dict, name: str, raw: str):
     """A query value as its field would hand it to the handler, or a WrongValue saying why not."""
-    from ..models import list_models
-    from ..training import OPTIMIZERS, SCHEDULERS
-    from ..transforms import list_presets
     from .fields import _checked
 
-    choices = {"model": list_models(), "optimizer": list(OPTIMIZERS),
-               "scheduler": list(SCHEDULERS), "augment": list_presets(),
-               "dataset": dataset_choices()}  # no server paths from an address
-    if name in choices:
-        if raw not in choices[name]:
+    f = BY_NAME[name]
+    if f.choices:  # the table's own: no server paths, no upload, no Augment tab from an address
+        allowed = field_choices(f.choices)
+        if raw not in allowed:
             return WrongValue(text("share.bad_choice", field=name, value=repr(raw),
-                                   choices=", ".join(choices[name])))
+                                   choices=", ".join(allowed)))
         return raw
     if name in SWITCHES:
         if raw.lower() not in YES + NO:
             return WrongValue(text("share.not_yes_no", field=name, value=repr(raw)))
         return raw.lower() in YES
-    if name in ("hidden_sizes", "milestones"):
+    if f.read == "whole_list":
         return raw
     checked = _checked(form[name], raw)
     if isinstance(checked, WrongValue) or checked is None:
@@ -156,9 +122,7 @@ def _read_query_value(form: dict, name: str, raw: str):
 
 def values_from_query(form: dict, query: dict) -> tuple[dict, list]:
     """The Train form's values with the query's applied, and a sentence for each value left out.
-    Each is applied only if the whole form still makes a valid run (train.make_config)."""
-    from .train import make_config
-
+    Each is applied only if the whole form still makes a valid run (make_config)."""
     values, wrong = _initial(form), []
     for name in LINKED:
         if name not in query:
@@ -168,7 +132,7 @@ def values_from_query(form: dict, query: dict) -> tuple[dict, list]:
             wrong.append(value.message)
             continue
         if name == "model":  # a model brings its own options' defaults, as picking it does
-            values.update(_model_defaults(value))
+            values.update(model_values(value))
         trial = {**values, name: value}
         try:
             make_config(trial)
@@ -179,27 +143,12 @@ def values_from_query(form: dict, query: dict) -> tuple[dict, list]:
     return values, wrong
 
 
-def _model_defaults(model: str) -> dict:
-    from ..models import model_options
-
-    options = model_options(model)
-    out = {name: options[name] for name in ("dropout", "batch_norm") if name in options}
-    if "hidden_sizes" in options:
-        out["hidden_sizes"] = ", ".join(map(str, options["hidden_sizes"]))
-    return out
-
-
 def form_updates(form: dict, view: dict, values: dict) -> dict:
     """Updates that put `values` in the Train form, with the fields each model and scheduler
     show (what on_model and on_scheduler do when a person picks them)."""
-    from .train import SCHEDULER_FIELDS, on_dataset, on_model, on_scheduler
-
-    model = values.get("model", "cnn")
-    info, hidden, dropout, batch_norm, resnet = on_model(model)
-    updates = {form["model"]: info, form["hidden_sizes"]: hidden, form["dropout"]: dropout,
-               form["batch_norm"]: batch_norm, view["resnet_row"]: resnet}
-    for (name, *_), shown in zip(SCHEDULER_FIELDS, on_scheduler(values.get("scheduler", "none"))):
-        updates[form[name]] = shown
+    updates = dict(zip(model_outputs(form, view), on_model(values.get("model", "cnn"))))
+    for f, shown in zip(SCHEDULER_FIELDS, on_scheduler(values.get("scheduler", "none"))):
+        updates[form[f.name]] = shown
     updates[form["folder_zip"]], updates[form["folder_image_size"]] = on_dataset(
         values.get("dataset"))
     for name, value in values.items():
@@ -234,8 +183,6 @@ def prefill_train(parts, request: gr.Request = None):
 def train_link(form, request: gr.Request = None, **values) -> str:
     """The address of the Train form as it is now (unchanged while the form makes no valid run:
     Start training says what is wrong with it)."""
-    from .train import make_config
-
     try:
         config = make_config(values)
     except ValueError:
@@ -292,9 +239,10 @@ def open_run(settings, bundle, request: gr.Request = None):
 
 
 def opened_outputs(opened) -> tuple:
-    """The Train tab's twelve results (train.OUTPUTS) for an opened bundle."""
-    from ..plots import (confusion_matrix, epoch_curves, figure_to_image, lr_curve,
-                         per_class_accuracy)
+    """The Train tab's twelve results (train_form.OUTPUTS) for an opened bundle."""
+    from ..curve_plots import epoch_curves, lr_curve
+    from ..evaluation_plots import confusion_matrix, per_class_accuracy
+    from ..plot_style import figure_to_image
 
     config, metrics, name = opened.config, opened.metrics, opened.checkpoint.stem
     label = text("train.run_label", model=config.model, dataset=config.dataset)
@@ -324,7 +272,7 @@ def opened_outputs(opened) -> tuple:
 @friendly_errors
 def fill_from_summary(parts, summary, request: gr.Request = None):
     """After a bundle is opened: the Train form holds its settings."""
-    from ..training import TrainConfig
+    from ..train_config import TrainConfig
 
     form, view = parts
     config = (summary or {}).get("config")
@@ -337,7 +285,6 @@ def fill_from_summary(parts, summary, request: gr.Request = None):
 
 def compare_choices() -> dict:
     from ..lessons import LESSONS, SIZES
-    from .compare import CUSTOM
 
     return {"lesson": [*LESSONS, CUSTOM], "dataset": dataset_choices(), "size": list(SIZES)}
 
@@ -367,20 +314,10 @@ def compare_link(lesson, dataset, size, request: gr.Request = None) -> str:
     return f"{page_url(request)}?{query}"
 
 
-def chosen_tab(request: gr.Request = None):
-    """The tab the address opens: `?tab=NAME`, or Train when it sets a Train field."""
-    from . import TABS
-
-    query = dict(getattr(request, "query_params", None) or {})
-    tab = query.get("tab") or ("train" if set(LINKED) & set(query) else None)
-    return gr.Tabs(selected=tab) if tab in TABS else gr.skip()
-
-
 # ---- wiring -------------------------------------------------------------------------------------
 
 def wire_train(settings, form: dict, view: dict, your_runs_panel: dict) -> None:
     from . import your_runs
-    from .train import OUTPUTS
 
     private = dict(queue=False, api_visibility="private")
     filled = train_outputs(form, view)

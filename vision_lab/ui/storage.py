@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..i18n import text
+import gradio as gr
+
+from ..i18n import render, text
 
 OWNER_COOKIE = "vision_lab_owner"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -90,6 +92,32 @@ def visible_dirs(settings, owner: str | None) -> list[str]:
     """The folders whose checkpoints this visitor may pick: shipped, shared, and their own."""
     mine = owner_dir(settings, owner)
     return list(settings.checkpoint_dirs) + ([str(mine)] if mine else [])
+
+
+def resolve_checkpoint(settings, value, owner=None) -> str:
+    """A picker value (a path) or, for API callers, a checkpoint name -> a path.
+
+    Only checkpoints this visitor may see are accepted (shipped, shared, their own runs): a caller
+    cannot make the server open an arbitrary file, or another visitor's run.
+    """
+    from ..checkpoints import CheckpointError, list_checkpoints
+
+    if not value:
+        raise gr.Error(render(text("features.choose_checkpoint")), print_exception=False)
+    value = str(value)
+    infos = list_checkpoints(*visible_dirs(settings, owner))
+    for info in infos:
+        if value in (str(info.path), info.name, info.path.name):
+            return str(info.path)
+    try:
+        wanted = Path(value).resolve()
+        for info in infos:
+            if info.path.resolve() == wanted:
+                return str(info.path)
+    except OSError:
+        pass
+    names = ", ".join(info.name for info in infos) or text("features.none_yet")
+    raise CheckpointError(text("features.no_such_checkpoint", name=Path(value).name, names=names))
 
 
 def own_checkpoints(settings, owner: str | None):
