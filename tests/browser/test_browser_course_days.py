@@ -7,9 +7,16 @@ Screenshots go to the screenshots folder's zh/ (docs/screenshots/zh with
 VISION_LAB_SCREENSHOTS=docs/screenshots)."""
 import pytest
 
-from test_browser_zh import choose, no_english_left, zh_page, zh_shots  # noqa: F401 (fixtures)
+from test_browser_zh import choose, no_english_left, say, zh_page, zh_shots  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def locale():
+    """Simplified Chinese only: test_browser_zh.py walks every tab in Traditional Chinese too, and
+    these lessons' pages hold the same strings (one walk per feature)."""
+    return "zh-CN"
 
 # lesson (its Chinese name in the picker), verdict lines it holds, run labels in its table, screenshot
 DAYS = [
