@@ -204,6 +204,19 @@ def client(app_url):
     return api_client(app_url)
 
 
+@pytest.fixture(scope="module")
+def train_tab(tmp_path_factory):
+    """The Train tab's (form, view), drawn in a Blocks that is never launched."""
+    import gradio as gr
+
+    from vision_lab.ui import Settings, train
+
+    with gr.Blocks():
+        form, view = train.layout(Settings(runs_dir=str(tmp_path_factory.mktemp("runs"))),
+                                  gr.State([]))
+    return form, view
+
+
 @pytest.fixture(scope="session")
 def browser():
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

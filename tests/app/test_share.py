@@ -7,17 +7,7 @@ import pytest
 
 from vision_lab.i18n import render
 from vision_lab.train_config import TrainConfig
-from vision_lab.ui import Settings
 from vision_lab.ui import share, train, train_form
-
-
-@pytest.fixture(scope="module")
-def tab(tmp_path_factory):
-    """The Train tab's (form, view), drawn in a Blocks that is never launched."""
-    with gr.Blocks():
-        form, view = train.layout(Settings(runs_dir=str(tmp_path_factory.mktemp("runs"))),
-                                  gr.State([]))
-    return form, view
 
 
 def config_from_query(form, query: dict):
@@ -25,8 +15,8 @@ def config_from_query(form, query: dict):
     return train_form.make_config(values), [render(w) for w in wrong]
 
 
-def test_an_address_fills_the_form_and_gives_the_same_run(tab):
-    form, _ = tab
+def test_an_address_fills_the_form_and_gives_the_same_run(train_tab):
+    form, _ = train_tab
     config, wrong = config_from_query(form, {"model": "mlp", "lr": "0.05", "epochs": "2",
                                              "dataset": "mnist", "lang": "zh"})
     assert wrong == []
@@ -35,8 +25,8 @@ def test_an_address_fills_the_form_and_gives_the_same_run(tab):
     assert config.subset_train == 2000 and config.model_options == {}
 
 
-def test_a_setup_goes_through_its_link_unchanged(tab):
-    form, _ = tab
+def test_a_setup_goes_through_its_link_unchanged(train_tab):
+    form, _ = train_tab
     config = TrainConfig(dataset="fashion_mnist", model="mlp", model_options={"hidden_sizes": [128],
                          "dropout": 0.3}, epochs=4, subset_train=1000, subset_test=300,
                          optimizer="sgd", lr=0.02, scheduler="step",
@@ -59,15 +49,15 @@ def test_a_setup_goes_through_its_link_unchanged(tab):
     ({"batch_norm": "maybe"}, "it takes true or false"),
     ({"scheduler": "multistep", "milestones": "5, 9"}, "milestone"),
 ])
-def test_a_wrong_value_is_named_and_the_rest_still_applies(tab, query, message):
-    form, _ = tab
+def test_a_wrong_value_is_named_and_the_rest_still_applies(train_tab, query, message):
+    form, _ = train_tab
     config, wrong = config_from_query(form, {**query, "seed": "5", "optimizer": "sgd"})
     assert len(wrong) == 1 and message in wrong[0], wrong
     assert config.seed == 5 and config.optimizer == "sgd"
 
 
-def test_the_link_names_the_page_and_leaves_a_folder_out(tab):
-    form, _ = tab
+def test_the_link_names_the_page_and_leaves_a_folder_out(train_tab):
+    form, _ = train_tab
     values = {**share._initial(form), **train_form.model_values("mlp"), "model": "mlp", "lr": 0.05}
     link = share.train_link(form, None, **values)
     assert link.startswith("/?") and dict(parse_qsl(link[2:])) == {
@@ -79,8 +69,8 @@ def test_the_link_names_the_page_and_leaves_a_folder_out(tab):
     assert dict(parse_qsl(typed[2:]))["model"] == "mlp"
 
 
-def test_form_updates_show_the_fields_of_the_model_and_scheduler(tab):
-    form, view = tab
+def test_form_updates_show_the_fields_of_the_model_and_scheduler(train_tab):
+    form, view = train_tab
     values, _ = share.values_from_query(form, {"model": "resnet18", "scheduler": "cosine"})
     updates = share.form_updates(form, view, values)
     assert updates[view["resnet_row"]]["visible"] is True

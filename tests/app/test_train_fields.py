@@ -2,13 +2,12 @@
 fields a link carries and a custom comparison's columns all come from that table."""
 import dataclasses
 
-import gradio as gr
 import pytest
 
 from vision_lab.custom_comparison import CUSTOM_COLUMNS
 from vision_lab.train_config import TrainConfig
 from vision_lab.train_fields import CONFIG, FIELDS, FORM, default
-from vision_lab.ui import Settings, share, train, train_form
+from vision_lab.ui import share, train_form
 from vision_lab.ui.common import FOLDER_UPLOAD
 
 # A value other than the default for every field of the form, with what the config holds then,
@@ -62,16 +61,8 @@ def filled(config, path: str):
     return getattr(config, where).get(option) if where else getattr(config, path)
 
 
-@pytest.fixture(scope="module")
-def tab(tmp_path_factory):
-    with gr.Blocks():
-        form, view = train.layout(Settings(runs_dir=str(tmp_path_factory.mktemp("runs"))),
-                                  gr.State([]))
-    return form, view
-
-
-def test_the_form_draws_the_tables_fields_in_its_order(tab):
-    form, view = tab
+def test_the_form_draws_the_tables_fields_in_its_order(train_tab):
+    form, view = train_tab
     # The /train API takes the form's fields as parameters in this order (gradio_client callers
     # may pass them by position).
     assert list(form) == [f.name for f in FORM]
@@ -90,8 +81,8 @@ def test_every_field_of_the_table_sets_its_config_field():
         assert filled(config, f.fills) == expected != filled(plain, f.fills), f.name
 
 
-def test_a_table_default_is_trainconfigs_where_the_table_says_so(tab):
-    form, _ = tab
+def test_a_table_default_is_trainconfigs_where_the_table_says_so(train_tab):
+    form, _ = train_tab
     drawn = train_form.make_config({name: field.value for name, field in form.items()})
     plain = TrainConfig()
     same = [f for f in FORM if f.default == CONFIG and "." not in f.fills]
