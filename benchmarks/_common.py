@@ -119,8 +119,23 @@ def gradio_client(url: str, one_tls_context: bool = False):
     import ssl
 
     from gradio_client import Client
+    _downloads_in_own_folder()
     return Client(url, verbose=False,
                   ssl_verify=ssl.create_default_context() if one_tls_context else True)
+
+
+def _downloads_in_own_folder() -> None:
+    """gradio_client stages every file it downloads in a new folder under tempfile.gettempdir()
+    and leaves it there empty: about 4,400 of them for one run_all.py. This process's temp files
+    go into a folder of its own instead, removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if not getattr(_downloads_in_own_folder, "folder", None):
+        folder = tempfile.mkdtemp(prefix="vision-lab-benchmark-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        tempfile.tempdir = _downloads_in_own_folder.folder = folder
 
 
 def rss_mb(pid: int) -> dict:

@@ -40,7 +40,8 @@ import threading
 import time
 from pathlib import Path
 
-from _common import PYTHON, ROOT, emit, free_port, machine, parser, percentile, wait_for_http
+from _common import (PYTHON, ROOT, emit, free_port, gradio_client, machine, parser, percentile,
+                     wait_for_http)
 
 DIGIT = str(ROOT / "examples" / "digit_7.png")
 
@@ -76,11 +77,7 @@ class ClassApp:
 
 
 def client(url: str):
-    import ssl
-
-    from gradio_client import Client
-
-    return Client(url, verbose=False, ssl_verify=ssl.create_default_context())
+    return gradio_client(url, one_tls_context=True)
 
 
 # ---- visitors classifying ---------------------------------------------------------------------------
