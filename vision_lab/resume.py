@@ -32,7 +32,6 @@ from .i18n import text
 # goes on, what it records. Anything else would make the continued curve another run's.
 MAY_CHANGE = ("epochs", "out", "resume", "data_root", "device", "precision", "compile",
               "record_internals", "early_stopping_patience")
-LENGTH_SHAPED = ("cosine", "onecycle")
 
 
 # ---- saving -------------------------------------------------------------------------------------
