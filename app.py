@@ -61,6 +61,10 @@ def parse_args(argv=None):
                         "folded away, lessons in three steps (each visitor can turn it off)")
     p.add_argument("--max-upload-mb", type=float, default=_env_float("VISION_LAB_MAX_UPLOAD_MB") or 200,
                    help="largest file a visitor may upload")
+    p.add_argument("--lecturer-key", default=env("VISION_LAB_LECTURER_KEY") or None,
+                   help="the key (8 characters or more) that lets a lecturer open, reveal and close "
+                        "class boards and collections in the Class tab; on a Space, set the secret "
+                        "VISION_LAB_LECTURER_KEY instead (default: no lecturer)")
     p.add_argument("--mcp", action="store_true",
                    default=env("VISION_LAB_MCP", "").strip().lower() in ("1", "true", "yes"),
                    help="also serve the main functions (classify, feature_maps, train, compare, "
@@ -149,7 +153,8 @@ def main(argv=None):
                         max_waiting_trainings=args.max_waiting, on_disconnect=args.on_disconnect,
                         public=args.public, visitor_quota_mb=args.visitor_quota_mb,
                         runs_quota_mb=args.runs_quota_mb, retention_hours=args.retention_hours,
-                        max_upload_mb=args.max_upload_mb, lecture=args.lecture)
+                        max_upload_mb=args.max_upload_mb, lecture=args.lecture,
+                        lecturer_key=args.lecturer_key)
     from vision_lab.serving.run_cache import CACHE
     from vision_lab.serving.run_key import source_version
 

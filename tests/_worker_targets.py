@@ -65,3 +65,17 @@ def figure_noting_where(note):
 
 def figure_failing():
     raise ValueError("the sentence a user should see")
+
+
+def wait_for_stop(stop=None):
+    """Runs until its Stop arrives (the child's stop flag is then left set)."""
+    import time
+
+    yield "started"
+    while not stop.is_set():
+        time.sleep(0.01)
+    yield "stopped"
+
+
+def stop_already_set(stop=None):
+    yield stop.is_set()

@@ -109,6 +109,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children ...), from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = [], [pid]
+    while todo:
+        above = todo.pop()
+        below = [child for child, parent in parents.items() if parent == above]
+        found += below
+        todo += below
+    return found
+
+
 def _is_drawing_helper(pid: int) -> bool:
     from vision_lab.serving.drawing import HELPER_NAME
 
@@ -174,21 +192,36 @@ class LaunchedApp:
                 continue
         return runs
 
-    def close(self):
+    def close(self, signal_number=None):
+        """Stop the app (SIGTERM, or `signal_number`: SIGKILL for a crash), then every process it
+        had started: its multiprocessing forkserver and resource tracker outlive it otherwise,
+        about 350 MB each, and a test session launches dozens of apps."""
+        import signal
         import subprocess
 
-        self.proc.terminate()
+        family = _descendants(self.proc.pid)
+        self.proc.send_signal(signal_number or signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.log.close()
+
+
+# The shared server's lecturer key (the Class tab's lecturer actions): tests type it, as a lecturer does.
+LECTURER_KEY = "lecturer-key-for-tests"
 
 
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """One real `python app.py` server for the whole session (starting one costs seconds)."""
-    app = LaunchedApp(tmp_path_factory.mktemp("app"))
+    app = LaunchedApp(tmp_path_factory.mktemp("app"), "--lecturer-key", LECTURER_KEY)
     yield app.url
     app.close()
 

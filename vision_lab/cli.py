@@ -1,4 +1,4 @@
-"""python -m vision_lab train | lr-find | evaluate | predict | export | list
+"""python -m vision_lab train | lr-find | evaluate | predict | export | list | class
 
 With --json every command prints JSON lines (one object per event or per result). Errors are one
 plain sentence on stderr and exit status 1 (2 for bad arguments), never a traceback.
@@ -61,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list models, datasets, presets and checkpoints")
     ls.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("class", help="what a class made in the app's Class tab: list or export its "
+                                     "class boards and class collections")
+    class_sub = c.add_subparsers(dest="class_command", required=True)
+    for name, what in (("list", "list the class boards and collections"),
+                       ("export", "write each board as CSV and each collection as a zip of class folders")):
+        cc = class_sub.add_parser(name, help=what)
+        cc.add_argument("--runs-dir", default=None,
+                        help="the app's runs folder, its --checkpoints (default: $VISION_LAB_CHECKPOINTS, "
+                             "else ./checkpoints); the class database is in its .class folder")
+        if name == "export":
+            cc.add_argument("--out", required=True, help="the folder to write the files into")
+        cc.add_argument("--json", action="store_true")
     return p
 
 
@@ -342,6 +355,75 @@ def cmd_list(args) -> int:
     return 0
 
 
+# ---- class -------------------------------------------------------------------------------------
+
+def cmd_class(args) -> int:
+    db = _existing_class_db(args.runs_dir)
+    out = None if args.class_command == "list" else Path(args.out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    rows = [_board_row(db, board, out) for board in db.boards()]
+    rows += [_collection_row(db, collection, out) for collection in db.collections()]
+    for row in rows:
+        if args.json:
+            _emit(row)
+            continue
+        kind = "board" if "board" in row else "collection"
+        counted = (_count(row["entries"], "entry", "entries") if kind == "board"
+                   else f"{_count(row['drawings'], 'drawing', 'drawings')} in {len(row['classes'])} classes")
+        state = row["state"] + (", revealed" if row.get("revealed") and row["state"] == "closed" else "")
+        written = row.get("csv") or row.get("zip")
+        print(f"{kind} {row[kind]} \"{row['name']}\" ({state}, {counted})"
+              + (f": {written}" if written else ""))
+    if not rows and not args.json:
+        print("no class board or collection yet")
+    return 0
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _existing_class_db(runs_dir):
+    """The class database of a runs folder; never a new empty one (a mistyped folder says so)."""
+    import sqlite3
+
+    from .checkpoints import default_checkpoint_dir
+    from .serving.class_db import DB_NAME, FOLDER, ClassDB
+
+    folder = Path(runs_dir or default_checkpoint_dir()) / FOLDER
+    if not (folder / DB_NAME).is_file():
+        raise ValueError(f"there is no class database in {folder}: the app makes one there when a "
+                         "lecturer opens a class board or collection (--runs-dir is the app's --checkpoints)")
+    try:
+        return ClassDB(folder)
+    except sqlite3.DatabaseError as error:   # a damaged file, or not a database at all
+        raise ValueError(f"{folder / DB_NAME} cannot be read as a class database: {error}") from None
+
+
+def _board_row(db, board, out) -> dict:
+    entries = db.entries(board.id)
+    row = {"board": board.id, "name": board.name, "dataset": board.dataset, "state": board.state,
+           "revealed": board.revealed is not None, "entries": len(entries)}
+    if out is not None:
+        from .class_board import entries_csv
+
+        path = out / f"board-{board.id}.csv"
+        path.write_text(entries_csv(board, entries), encoding="utf-8")
+        row["csv"] = str(path)
+    return row
+
+
+def _collection_row(db, collection, out) -> dict:
+    row = {"collection": collection.id, "name": collection.name, "state": collection.state,
+           "classes": collection.classes, "drawings": db.counts(collection.id).total}
+    if out is not None:
+        from .class_drawings import write_zip
+
+        row["zip"] = str(write_zip(db, collection, out / f"collection-{collection.id}.zip"))
+    return row
+
+
 def _error_prefix() -> str:
     """"error", or in a distributed run's other processes "error (rank N)": each may fail alone."""
     import os
@@ -364,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "class":
+            return cmd_class(args)
         return cmd_list(args)
     except USER_ERRORS as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

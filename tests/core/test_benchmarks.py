@@ -172,3 +172,20 @@ def test_batch_augmenter_standard_matches_the_course_pil_pipeline(course_stats):
 def test_the_comparison_notices_a_different_pipeline(course_stats, spec):
     diff = differences(batch_statistics(spec, smooth_images(256), repeats=4), course_stats)
     assert any(diff[k] > TOLERANCE[k] for k in TOLERANCE), diff
+
+
+def test_small_run_benchmark_times_each_part_of_a_run_in_the_app():
+    r = run_benchmark("small_run.py")
+    inside, app = r["in_process"], r["in_app"]
+    for key in ("epochs", "training_steps", "validation_pass", "checkpoint_saves", "test_pass"):
+        assert inside[key] > 0, key
+    assert inside["epochs"] <= inside["wall"] and app["epochs_in_process"] <= app["process_wall"]
+    for key in ("run_cache_put", "deliver_copy", "figures"):
+        assert app[key] > 0, key
+    assert 0 < r["epochs_share_of_app"] < 1
+
+
+def test_stacked_runs_benchmark_compares_vmap_with_runs_one_after_another():
+    r = run_benchmark("stacked_runs.py")
+    assert r["one_after_another_images_per_sec"] > 0 and r["stacked_images_per_sec"] > 0
+    assert r["stacked_vs_one_after_another"] > 0 and r["runs"] == 2

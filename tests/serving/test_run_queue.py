@@ -203,3 +203,54 @@ def test_once_makes_a_value_once_for_callers_at_the_same_moment():
     for t in threads:
         t.join()
     assert results == ["value"] * 8 and len(made) == 1
+
+
+class _SlowCache(RunCache):
+    """A run cache whose `put` waits until the test lets it finish."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.putting, self.finish = threading.Event(), threading.Event()
+
+    def put(self, *args, **kwargs):
+        self.putting.set()
+        assert self.finish.wait(30)
+        return super().put(*args, **kwargs)
+
+
+def test_the_next_job_trains_while_the_last_one_keeps_its_run(tmp_path, monkeypatch):
+    """A job's slot is free once its last run has ended in its process: the next one in line
+    starts training while the first is still keeping its run in the cache."""
+    import queue as queues
+
+    from vision_lab.serving import worker
+    from vision_lab.train_config import RunEnd
+
+    started = []
+
+    class FinishedRun:
+        def __init__(self, config, data, stop=None):
+            started.append(config)
+            self.events = queues.Queue()
+            self.events.put(RunEnd(reason="completed", message="done", best_epoch=1,
+                                   history=[{"epoch": 1, "seconds": 0.1}], checkpoint=None,
+                                   metrics={}))
+            self.events.put(None)
+
+    monkeypatch.setattr(worker, "train_in_process", FinishedRun)
+    cache = _SlowCache(tmp_path / "cache")
+    q = RunQueue(max_running=1, max_waiting=3, cache=cache, work_dir=tmp_path / "work")
+    first = q.request("train", [spec("A")], session="a", load_data=lambda: None)
+    assert cache.putting.wait(10)
+    second = q.request("train", [spec("B")], session="b", load_data=lambda: None)
+    assert q.wait(second, timeout=10), "the next job waited for the first one's cache"
+    deadline = time.time() + 10
+    while len(started) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert len(started) == 2 and first.job.state == "running"   # still keeping its run
+    cache.finish.set()
+    deadline = time.time() + 10
+    while (first.job.state, second.job.state) != ("done", "done") and time.time() < deadline:
+        time.sleep(0.01)
+    assert (first.job.state, second.job.state) == ("done", "done") and q.running == 0
+    assert cache.get("A") is not None and cache.get("B") is not None

@@ -4,6 +4,7 @@ import os
 import threading
 
 import pytest
+import torch
 
 from vision_lab.datasets import load_dataset
 from vision_lab.train_config import BatchEnd, EpochEnd, RunEnd, TrainConfig
@@ -104,3 +105,53 @@ def test_runs_yield_the_cores_to_the_server():
     items = collect(ProcessRun(targets.niceness_of_threads))
     expected = min(os.nice(0) + NICENESS, 19)
     assert items[0] == {"main": expected, "thread": expected}
+
+
+def test_a_finished_run_leaves_its_process_warm_and_the_next_run_trains_exactly_alike(tmp_path, tiny):
+    """The next run goes to the process the last one finished in (a fresh process's first epoch
+    pays PyTorch's warm-up), and trains to the same numbers, bit for bit, as in a fresh one."""
+    from safetensors.torch import load_file
+
+    from vision_lab.serving.worker import end_warm_children
+
+    def run(name, seed):
+        config = TrainConfig(model="cnn", epochs=2, batch_size=32, augment="standard", seed=seed,
+                             out=str(tmp_path / f"{name}.safetensors"))
+        process = train_in_process(config, tiny)
+        items = collect(process)
+        return process.pid, [vars(e) | {"seconds": 0} for e in items if isinstance(e, EpochEnd)], items[-2]
+
+    end_warm_children()
+    fresh_pid, fresh, fresh_end = run("fresh", seed=5)
+    other_pid, _, _ = run("other", seed=6)
+    warm_pid, warm, warm_end = run("warm", seed=5)
+    assert fresh_pid == other_pid == warm_pid
+    assert warm == fresh and warm_end.metrics == fresh_end.metrics
+    a, b = load_file(tmp_path / "fresh.safetensors"), load_file(tmp_path / "warm.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert end_warm_children() == 1
+
+
+def test_a_failed_or_killed_run_leaves_no_process_behind_for_the_next():
+    first = ProcessRun(targets.count, n=3)
+    collect(first)
+    failed = ProcessRun(targets.raise_value_error)
+    collect(failed)
+    assert failed.pid == first.pid             # it ran in the warm process, which then ended
+    after_failure = ProcessRun(targets.count, n=3)
+    collect(after_failure)
+    assert after_failure.pid != failed.pid
+    killed = ProcessRun(targets.yield_then_die)
+    assert isinstance(collect(killed)[-2], RunDied)
+    after_kill = ProcessRun(targets.count, n=3)
+    assert collect(after_kill) == [0, 1, 2, None] and after_kill.pid != killed.pid
+
+
+def test_a_stopped_run_does_not_stop_the_next_one_in_its_process():
+    stop = threading.Event()
+    stopped = ProcessRun(targets.wait_for_stop, stop=stop)
+    assert stopped.events.get(timeout=60) == "started"
+    stop.set()
+    assert collect(stopped)[-2:] == ["stopped", None]
+    after = ProcessRun(targets.stop_already_set)
+    assert collect(after) == [False, None] and after.pid == stopped.pid

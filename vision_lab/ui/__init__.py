@@ -22,7 +22,7 @@ TITLE = "Vision Lab"  # a name: the same in every language
 INTRO = ui_text("app.intro")
 # (tab id, catalogue key of its name), in teaching order.
 TABS = {"augment": "app.tab.augment", "train": "app.tab.train", "compare": "app.tab.compare",
-        "feature_maps": "app.tab.feature_maps", "classify": "app.tab.classify"}
+        "feature_maps": "app.tab.feature_maps", "classify": "app.tab.classify", "class": "app.tab.class"}
 
 CSS = """
 .vl-status textarea, .vl-status p { font-size: 1.05rem; }
@@ -59,6 +59,9 @@ class Settings:
     retention_hours: float | None = None    # private runs older than this are deleted; 0: kept
     max_upload_mb: float = 200.0
     examples_dir: str = str(ROOT / "examples")
+    # What opens, reveals and closes a class board or collection (serving.lecturer_key); None: the
+    # server has no lecturer. Never shown: left out of the settings' repr.
+    lecturer_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not self.checkpoint_dirs:
@@ -71,6 +74,9 @@ class Settings:
         if self.on_disconnect not in ON_DISCONNECT:
             raise ValueError(text("app.settings.on_disconnect", choices=", ".join(ON_DISCONNECT),
                                   value=repr(self.on_disconnect)))
+        from ..serving.lecturer_key import check_key_setting
+
+        self.lecturer_key = check_key_setting(self.lecturer_key)
         # On a laptop nothing is limited; on a public server, what a crowd can fill is.
         defaults = {"visitor_quota_mb": 500.0, "runs_quota_mb": 10_000.0, "retention_hours": 48.0}
         for name, public_default in defaults.items():
@@ -97,7 +103,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     if settings.data_root:
         os.environ["VISION_LAB_DATA"] = settings.data_root
 
-    from . import augment, classify, compare, feature_maps, language, lecture, train
+    from . import augment, class_tab, classify, compare, feature_maps, language, lecture, train
     from ..serving.run_queue import RUNS
     from .gradio_internals import atomic_image_cache, sessions_on_demand
     from .storage import SET_OWNER_COOKIE_JS, start_janitor
@@ -126,6 +132,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 feature_maps.build(settings, tab=tab)
             with gr.Tab(ui_text(TABS["classify"]), id="classify") as tab:
                 classify.build(settings, tab=tab)
+            with gr.Tab(ui_text(TABS["class"]), id="class") as tab:
+                class_tab.build(settings, tab=tab)
         demo.load(None, js=SET_OWNER_COOKIE_JS)
         # `?tab=compare` (or a Train field in the address: share.py) opens that tab.
         demo.load(chosen_tab, None, tabs, queue=False, api_visibility="private")

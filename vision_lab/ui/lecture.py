@@ -18,6 +18,17 @@ body.vl-lecture .vl-advanced { display: none !important; }
 body:not(.vl-lecture) .vl-lecture-only { display: none !important; }
 body.vl-lecture .vl-question p { font-size: 1.35rem; line-height: 1.5; }
 body.vl-lecture:not(.vl-revealed) .vl-answer { display: none !important; }
+/* The class board (board.py) from the back of a room: its table and rules in large type. */
+body.vl-lecture .vl-board [role=gridcell] { font-size: 1.45rem !important; }
+body.vl-lecture .vl-board [role=columnheader] { font-size: 1.1rem !important; }
+body.vl-lecture .vl-board textarea { font-size: 1.25rem !important; }
+/* The class dataset (class_data.py): counts per class and the two accuracies, large. */
+.vl-class-score h1 { font-size: 3rem !important; margin: 0.2em 0; }
+body.vl-lecture .vl-class-big [role=gridcell] { font-size: 1.45rem !important; }
+body.vl-lecture .vl-class-big [role=columnheader] { font-size: 1.1rem !important; }
+body.vl-lecture .vl-class-big textarea { font-size: 1.25rem !important; }
+body.vl-lecture .vl-class-score h1 { font-size: 4.5rem !important; }
+body.vl-lecture .vl-class-score p { font-size: 1.35rem !important; }
 """
 
 # Whether the page is in lecture mode: the address (?lecture=1 or 0) first, then what this browser

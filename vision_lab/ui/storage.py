@@ -32,6 +32,9 @@ SET_OWNER_COOKIE_JS = f"""() => {{
 }}"""
 SHARED = "shared"
 PRIVATE = ".private"
+# Never served by path: visitors' runs, and the class's database and drawings (serving.class_db),
+# which hold the boards' hidden test figures.
+HIDDEN = frozenset({PRIVATE, ".class"})
 
 
 def owner_of(request) -> str | None:
@@ -49,7 +52,7 @@ def owner_of(request) -> str | None:
 
 
 class HidePrivateRuns:
-    """ASGI middleware: every URL whose path goes through a `.private` folder gets 404.
+    """ASGI middleware: every URL whose path goes through a `.private` (or `.class`) folder gets 404.
 
     gradio serves any file under launch(allowed_paths=...) at /gradio_api/file=<path>, and the runs
     folder has to be allowed: the Train tab hands a finished run to its owner from there, wherever
@@ -74,7 +77,7 @@ class HidePrivateRuns:
 def _goes_through_private(url_path: str) -> bool:
     # The server has decoded the path once; decoding again only refuses more. "=" ends the route's
     # own name ("file=<path>"); the case is ignored, as macOS and Windows file systems ignore it.
-    return PRIVATE in re.split(r"[/\\=]", unquote(url_path).lower())
+    return not HIDDEN.isdisjoint(re.split(r"[/\\=]", unquote(url_path).lower()))
 
 
 def owner_dir(settings, owner: str | None) -> Path | None:
