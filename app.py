@@ -30,8 +30,14 @@ def parse_args(argv=None):
                    help="folder where new runs are saved and listed")
     p.add_argument("--data-root", default=env("VISION_LAB_DATA") or None,
                    help="folder for downloaded datasets (default ./data)")
-    p.add_argument("--max-trainings", type=int, default=int(env("VISION_LAB_MAX_TRAININGS") or 1),
-                   help="trainings that may run at the same time")
+    p.add_argument("--max-trainings", type=int,
+                   default=int(env("VISION_LAB_MAX_TRAININGS")) if env("VISION_LAB_MAX_TRAININGS") else None,
+                   help="trainings that may run at the same time (default: 1; when public, one per "
+                        "two cores' worth of a class: 2 on a machine with 2 or more cores)")
+    p.add_argument("--train-threads", type=int,
+                   default=int(env("VISION_LAB_TRAIN_THREADS")) if env("VISION_LAB_TRAIN_THREADS") else None,
+                   help="threads each training computes with (default: PyTorch's own for one "
+                        "training at a time, else the cores shared out between them, at least 1)")
     p.add_argument("--max-waiting", type=int,
                    default=int(env("VISION_LAB_MAX_WAITING")) if env("VISION_LAB_MAX_WAITING") else None,
                    help="trainings that may wait in line; more are refused with a message "
@@ -77,6 +83,13 @@ def parse_args(argv=None):
             args.public = env_public.strip().lower() in ("1", "true", "yes")
         else:
             args.public = bool(env("SPACE_ID")) or args.share or args.host not in LOOPBACK
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.max_trainings is None:
+        # A class on a public server: two runs at once with a thread each finish a class's small
+        # runs sooner than one at a time with both threads (serving/worker.py, set_threads).
+        args.max_trainings = 2 if args.public and cores >= 2 else 1
+    if args.train_threads is None and args.max_trainings > 1:
+        args.train_threads = max(1, cores // args.max_trainings)   # one training alone: torch's own
     if args.max_waiting is None:
         args.max_waiting = 40 if args.public else 8
     return args
@@ -161,6 +174,9 @@ def main(argv=None):
     CACHE.configure(folder=Path(settings.runs_dir) / ".run-cache", max_mb=args.run_cache_mb,
                     max_age_days=args.run_cache_days)
     CACHE.evict()
+    from vision_lab.serving import worker
+
+    worker.set_threads(args.train_threads)
     source_version()  # the code's hash, once, before a class asks for it all at once
     demo = build_app(settings).queue(default_concurrency_limit=2)
     limit = os.environ.get("VISION_LAB_INSPECT_CONCURRENCY")

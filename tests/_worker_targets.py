@@ -79,3 +79,9 @@ def wait_for_stop(stop=None):
 
 def stop_already_set(stop=None):
     yield stop.is_set()
+
+
+def torch_threads(stop=None):
+    import torch
+
+    yield torch.get_num_threads()

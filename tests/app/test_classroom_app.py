@@ -150,3 +150,21 @@ def test_the_classroom_benchmark_runs(tmp_path):
     assert result["lesson_done"] + result["lesson_refused"] + result["lesson_errors"] == 2
     assert result["own_done"] == 2 and result["call_errors"] == 0
     assert result["classify_busy_calls"] > 0
+
+
+def test_a_public_server_trains_two_at_once_with_a_thread_each_and_a_laptop_one_with_all(monkeypatch):
+    """app.py's defaults: a class's server (public, 2+ cores) two runs at once, one thread each
+    (serving/worker.py set_threads); a laptop one run with PyTorch's own thread count."""
+    sys.path.insert(0, str(ROOT))
+    import app as app_py
+
+    monkeypatch.setattr(app_py.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for name in ("VISION_LAB_MAX_TRAININGS", "VISION_LAB_TRAIN_THREADS", "VISION_LAB_PUBLIC", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    public = app_py.parse_args(["--public"])
+    assert (public.max_trainings, public.train_threads) == (2, 1)
+    laptop = app_py.parse_args([])
+    assert (laptop.max_trainings, laptop.train_threads) == (1, None)
+    chosen = app_py.parse_args(["--public", "--max-trainings", "1"])
+    assert (chosen.max_trainings, chosen.train_threads) == (1, None)
+    assert app_py.parse_args(["--train-threads", "1"]).train_threads == 1

@@ -155,3 +155,22 @@ def test_a_stopped_run_does_not_stop_the_next_one_in_its_process():
     assert collect(stopped)[-2:] == ["stopped", None]
     after = ProcessRun(targets.stop_already_set)
     assert collect(after) == [False, None] and after.pid == stopped.pid
+
+
+def test_a_server_that_trains_two_at_once_gives_each_run_its_share_of_the_threads():
+    """set_threads (app.py's --train-threads) reaches the run's process; new processes only, so
+    no warm one from before is reused with another count."""
+    from vision_lab.serving import worker
+
+    worker.end_warm_children()
+    try:
+        worker.set_threads(1)
+        assert collect(ProcessRun(targets.torch_threads))[0] == 1
+        worker.end_warm_children()
+        worker.set_threads(None)
+        assert collect(ProcessRun(targets.torch_threads))[0] == torch.get_num_threads()
+    finally:
+        worker.set_threads(None)
+        worker.end_warm_children()
+    with pytest.raises(ValueError, match="at least 1"):
+        worker.set_threads(0)

@@ -51,8 +51,25 @@ NICENESS = 10
 KEEP_WARM = 2        # idle children kept for the next runs (a server trains one or two at a time)
 IDLE_SECONDS = 600   # an idle child is ended after this long (its memory goes back to the system)
 KEEP_MB = 1536       # a child holding more than this after its run is ended, not kept
+# Threads each run computes with; None: PyTorch's default (every core). A server that trains two
+# runs at once on two cores gives each one thread (app.py, --train-threads): a run's two threads
+# wait for each other at every op, so any CPU the server or the other run takes costs a two-thread
+# run about double. 30 students' small runs (benchmarks/classroom.py, shapes, 1,000 images, 2
+# epochs, the cnn) on the 2-core machine: last result after 148 s one at a time with two threads,
+# 95 s two at a time with one thread each. A run's numbers depend on its thread count (summation
+# order), so the setting is fixed for the server's life: the same settings give the same run.
+_threads: int | None = None
 _context_lock = threading.Lock()
 _context = None
+
+
+def set_threads(threads: int | None) -> None:
+    """The threads each run of this server computes with (None: PyTorch's default), set once at
+    launch, before the first run starts."""
+    global _threads
+    if threads is not None and threads < 1:
+        raise ValueError(text("app.settings.train_threads", value=threads))
+    _threads = threads
 
 
 def context():
@@ -103,7 +120,7 @@ def _portable_error(error: BaseException) -> BaseException:
         return RuntimeError(str(error) or type(error).__name__)
 
 
-def _serve(tasks, conn, stop) -> None:
+def _serve(tasks, conn, stop, threads: int | None = None) -> None:
     """A run's process: runs each task it receives, one after another, until it is told no more
     (the pipe closes) or should not be kept."""
     from .malloc import keep_freed_memory
@@ -114,6 +131,10 @@ def _serve(tasks, conn, stop) -> None:
     # Before torch starts its worker threads: on Linux niceness is per thread, and new threads
     # inherit their creator's.
     os.nice(NICENESS)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     while True:
         try:
             payload = tasks.recv_bytes()
@@ -166,7 +187,7 @@ class _Child:
         self.stop = ctx.Event()
         receive_tasks, self.tasks = ctx.Pipe(duplex=False)
         self.events, send_events = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_serve, args=(receive_tasks, send_events, self.stop),
+        self.process = ctx.Process(target=_serve, args=(receive_tasks, send_events, self.stop, _threads),
                                    daemon=True, name="vision-lab-run")
         self.process.start()
         # The child holds the only other ends: EOF means it is gone.
