@@ -127,11 +127,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _is_drawing_helper(pid: int) -> bool:
+def _is_training(pid: int) -> bool:
+    """A process of the forkserver's that trains now: not the helper that draws figures, nor a
+    training process kept warm and waiting for the next run (serving/worker.py names both)."""
     from vision_lab.serving.drawing import HELPER_NAME
+    from vision_lab.serving.worker import IDLE_NAME
 
     try:
-        return (Path("/proc") / str(pid) / "comm").read_text().strip() == HELPER_NAME
+        return (Path("/proc") / str(pid) / "comm").read_text().strip() not in (HELPER_NAME, IDLE_NAME)
     except OSError:
         return False
 
@@ -170,8 +173,8 @@ class LaunchedApp:
                 time.sleep(0.5)
 
     def run_processes(self) -> list[int]:
-        """Pids of the training processes running now (children of the app's forkserver, other
-        than the helper that draws figures)."""
+        """Pids of the processes training now (children of the app's forkserver that train:
+        not the helper that draws figures, nor a process kept warm for the next run)."""
         def children(pid):
             out = []
             for entry in Path("/proc").iterdir():
@@ -187,7 +190,7 @@ class LaunchedApp:
         for child in children(self.proc.pid):
             try:
                 if b"forkserver" in (Path("/proc") / str(child) / "cmdline").read_bytes():
-                    runs += [pid for pid in children(child) if not _is_drawing_helper(pid)]
+                    runs += [pid for pid in children(child) if _is_training(pid)]
             except OSError:
                 continue
         return runs

@@ -59,6 +59,7 @@ KEEP_MB = 1536       # a child holding more than this after its run is ended, no
 # 95 s two at a time with one thread each. A run's numbers depend on its thread count (summation
 # order), so the setting is fixed for the server's life: the same settings give the same run.
 _threads: int | None = None
+RUN_NAME, IDLE_NAME = "vision-lab-run", "vision-lab-idle"   # a training process's name (ps, top)
 _context_lock = threading.Lock()
 _context = None
 
@@ -136,12 +137,23 @@ def _serve(tasks, conn, stop, threads: int | None = None) -> None:
 
         torch.set_num_threads(threads)
     while True:
+        _name(IDLE_NAME)
         try:
             payload = tasks.recv_bytes()
         except (EOFError, OSError):
             return
+        _name(RUN_NAME)
         if not _run_task(payload, conn, stop):
             return
+
+
+def _name(name: str) -> None:
+    """What ps and top call this process: training, or kept warm and waiting."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name)
+    except OSError:
+        pass  # not Linux: it keeps Python's name
 
 
 def _run_task(payload: bytes, conn, stop) -> bool:
