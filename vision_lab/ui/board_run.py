@@ -22,7 +22,7 @@ from .common import friendly_errors, with_settings
 from .fields import Number, Slider
 from .language import ui_text
 from .storage import owner_of
-from .train import LIVE_POINTS, LiveRun
+from .train import LIVE_POINTS, LiveRun, delivered_replay
 
 # The settings that matter for this lesson, in the form's order: the rest keep their defaults.
 FORM = ("model", "epochs", "optimizer", "lr", "batch_size", "augment", "dropout", "weight_decay",
@@ -102,22 +102,13 @@ def board_train(settings, model, epochs, optimizer, lr, batch_size, augment, dro
     folder.mkdir(parents=True, exist_ok=True)
     config.out = str(folder / f"{token}.safetensors")
 
-    def replay_events(replays):
-        from ..serving.run_queue import RUNS
-
-        try:
-            path = RUNS.cache.deliver(replays[0], config.out, config)
-        except (OSError, ValueError, KeyError):
-            return None
-        return replays[0].events(checkpoint=str(path))
-
     def final(live, replays, replayed: int, stopped: bool):
         return _finished(settings, board, visitor, token, config, live)
 
     loading = loading_message(config.dataset, settings.data_root)
     yield from follow_job(
         "board", [RunSpec(config, run_key(config))], request, settings,
-        watcher=lambda: BoardLive(config, run_data(config)), replay_events=replay_events,
+        watcher=lambda: BoardLive(config, run_data(config)), replay_events=delivered_replay(config),
         line=lambda message: (message, None, None, None), final=final, loading=loading,
         load_data=lambda: run_data(config), deliver_to=config.out, need_checkpoint=True)
 

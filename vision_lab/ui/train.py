@@ -351,15 +351,6 @@ def train_config(settings, request, config):
                           _dataset_image_size(config, settings.data_root))
     config.out = str(default_run_path(config, owner_dir(settings, owner)))
 
-    def replay_events(replays):
-        """The cached run's events, its end naming the visitor's own copy of the checkpoint;
-        None when that copy cannot be made (evicted meanwhile, or unreadable: it trains)."""
-        try:
-            path = RUNS.cache.deliver(replays[0], config.out, config)
-        except (OSError, ValueError, KeyError):
-            return None
-        return replays[0].events(checkpoint=str(path))
-
     def final(live, replays, replayed: int, stopped: bool):
         if live.end is None:
             raise gr.Error(render(text("train.no_result")), print_exception=False)
@@ -370,9 +361,23 @@ def train_config(settings, request, config):
     yield from follow_job(
         "train", [RunSpec(config, run_key(config, data))], request, settings,
         watcher=lambda: _live_run(config, data if data is not None else run_data(config)),
-        replay_events=replay_events, line=lambda message: cleared(message, command), final=final,
+        replay_events=delivered_replay(config), line=lambda message: cleared(message, command), final=final,
         loading=loading_message(config.dataset, settings.data_root),
         load_data=lambda: run_data(config), deliver_to=config.out, need_checkpoint=True)
+
+
+def delivered_replay(config):
+    """follow_job's `replay_events` for a run saved at config.out: the cached run's events, its end
+    naming the visitor's own copy of the checkpoint; None when that copy cannot be made (evicted
+    meanwhile, or unreadable: it trains)."""
+    def replay_events(replays):
+        try:
+            path = RUNS.cache.deliver(replays[0], config.out, config)
+        except (OSError, ValueError, KeyError):
+            return None
+        return replays[0].events(checkpoint=str(path))
+
+    return replay_events
 
 
 def _live_run(config, data) -> LiveRun:
