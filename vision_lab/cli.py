@@ -386,8 +386,6 @@ def _count(n: int, one: str, many: str) -> str:
 
 def _existing_class_db(runs_dir):
     """The class database of a runs folder; never a new empty one (a mistyped folder says so)."""
-    import sqlite3
-
     from .checkpoints import default_checkpoint_dir
     from .serving.class_db import DB_NAME, FOLDER, ClassDB
 
@@ -395,10 +393,7 @@ def _existing_class_db(runs_dir):
     if not (folder / DB_NAME).is_file():
         raise ValueError(f"there is no class database in {folder}: the app makes one there when a "
                          "lecturer opens a class board or collection (--runs-dir is the app's --checkpoints)")
-    try:
-        return ClassDB(folder)
-    except sqlite3.DatabaseError as error:   # a damaged file, or not a database at all
-        raise ValueError(f"{folder / DB_NAME} cannot be read as a class database: {error}") from None
+    return ClassDB(folder)   # a damaged file: ClassError (a ValueError) says so in one sentence
 
 
 def _board_row(db, board, out) -> dict:

@@ -99,4 +99,4 @@ def test_a_damaged_class_database_is_one_sentence(tmp_path):
     (tmp_path / FOLDER / "class.db").write_bytes(b"not a database at all" * 100)
     r = cli("class", "list", "--runs-dir", tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert r.stderr.startswith(f"error: {tmp_path / FOLDER / 'class.db'} cannot be read as a class database: ")
+    assert r.stderr.startswith(f"error: The class database {tmp_path / FOLDER / 'class.db'} cannot be read (")
