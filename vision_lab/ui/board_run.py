@@ -21,7 +21,7 @@ from ..train_fields import BY_NAME, choices, default
 from .common import friendly_errors, with_settings
 from .fields import Number, Slider
 from .language import ui_text
-from .storage import owner_of
+from .storage import visitor_of
 from .train import LIVE_POINTS, LiveRun, delivered_replay
 
 # The settings that matter for this lesson, in the form's order: the rest keep their defaults.
@@ -96,7 +96,7 @@ def board_train(settings, model, epochs, optimizer, lr, batch_size, augment, dro
                 augment=augment, dropout=dropout, weight_decay=weight_decay, seed=seed)
     config = board_config(make_config(form), board)
     config.data_root = settings.data_root
-    visitor = owner_of(request) or "anonymous"
+    visitor = visitor_of(request)
     token = uuid.uuid4().hex
     folder = Path(settings.runs_dir) / FOLDER / f"board-{board.id}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ def board_submit(settings, nickname, request: gr.Request = None):
     if board is None:
         raise ValueError(text("class.board.closed"))
     db = class_db(settings.runs_dir)
-    run = db.latest_board_run(board.id, owner_of(request) or "anonymous")
+    run = db.latest_board_run(board.id, visitor_of(request))
     if run is None:
         raise ValueError(text("class.board.no_run"))
     check_budget(board, run.seconds)

@@ -29,7 +29,7 @@ from ..serving.lecturer_key import require_lecturer
 from .common import chw_to_numpy, enlarge, friendly_errors, with_settings
 from .language import ui_text
 from .model_view import LenientImage, sketch_image
-from .storage import owner_of, resolve_checkpoint
+from .storage import owner_of, resolve_checkpoint, visitor_of
 
 MNIST_MODEL = "mnist_cnn"        # the shipped model the class's drawings are compared with
 MODELS = ("cnn", "lenet", "mlp")
@@ -71,10 +71,6 @@ def _latest(settings):
     return collections[-1]
 
 
-def _visitor(request) -> str:
-    return owner_of(request) or "anonymous"
-
-
 def parse_classes(value) -> list[str]:
     """Class names typed one per line or separated by commas (either language's)."""
     return [part.strip() for part in re.split(r"[,，、\n]", str(value or "")) if part.strip()]
@@ -104,7 +100,7 @@ def show_counts(settings, shown_id=None, request: gr.Request = None):
         empty = {"headers": [t("class.data.col_class"), t("class.data.col_count")], "data": []}
         picker = gr.update(choices=[], value=None) if shown_id is not None else gr.skip()
         return _collection_line(None, None), empty, "", picker, None
-    counts = db.counts(collection.id, _visitor(request))
+    counts = db.counts(collection.id, visitor_of(request))
     picker = (gr.update(choices=collection.classes, value=collection.classes[0])
               if shown_id != collection.id else gr.skip())
     mine = text("class.data.mine", count=counts.mine, limit=collection.per_student)
@@ -129,7 +125,7 @@ def add(settings, label, sketch=None, image=None, request: gr.Request = None):
         raise ValueError(EMPTY_MESSAGE)
     if not label:
         raise ClassError(text("class.data.pick_class"))
-    visitor = _visitor(request)
+    visitor = visitor_of(request)
     drawing = add_drawing(db, collection.id, str(label), visitor, source)
     counts = db.counts(collection.id, visitor)
     return (text("class.data.added", label=drawing.label, id=drawing.id),
@@ -255,9 +251,6 @@ def compare(settings, key, class_model, request: gr.Request = None):
                      resolve_checkpoint(settings, class_model, owner_of(request)))
     mnist, mine = result.mnist, result.class_model
 
-    def percent(score):
-        return "—" if score.acc is None else f"{score.acc:.0%}"
-
     def cell(value):
         return "—" if value is None else f"{value:.0%}"
 
@@ -275,8 +268,8 @@ def compare(settings, key, class_model, request: gr.Request = None):
     note = text("class.data.compare_note", count=result.held_out)
     if mnist.measured < result.held_out:
         note = join(note, text("class.data.mnist_unknown", count=result.held_out - mnist.measured))
-    return (text("class.data.score_mnist", acc=percent(mnist)),
-            text("class.data.score_class", acc=percent(mine)), note, table, wrong, summary)
+    return (text("class.data.score_mnist", acc=cell(mnist.acc)),
+            text("class.data.score_class", acc=cell(mine.acc)), note, table, wrong, summary)
 
 
 _ZIPS: list[Path] = []   # this process's folder for zips, made on first use

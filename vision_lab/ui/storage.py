@@ -51,6 +51,12 @@ def owner_of(request) -> str | None:
     return f"session:{session}" if session else None
 
 
+def visitor_of(request) -> str:
+    """Who is asking, for what the class keeps per person (serving.class_db): the owner, or one
+    shared "anonymous" outside a request."""
+    return owner_of(request) or "anonymous"
+
+
 class HidePrivateRuns:
     """ASGI middleware: every URL whose path goes through a `.private` (or `.class`) folder gets 404.
 
